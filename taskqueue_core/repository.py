@@ -164,8 +164,11 @@ class TaskRepository(Protocol):
         """Insert or replace the row of ``server.server_name`` (running, heartbeat now)."""
         ...
 
-    async def heartbeat(self, server_name: str, active_workers: int, idle_workers: int) -> None:
-        """Record that the server is alive now with these counts (re-registers if missing)."""
+    async def heartbeat(self, server_name: str, active_workers: int, idle_workers: int) -> bool:
+        """Record that the server is alive now with these counts.
+
+        Returns False when the server has no row (a reaper declared it dead): the caller
+        re-registers with ``register_server``."""
         ...
 
     async def unregister_server(self, server_name: str) -> None:

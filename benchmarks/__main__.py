@@ -1,0 +1,427 @@
+"""Side-by-side benchmarks: ``python -m benchmarks`` (or ``nox -s bench``).
+
+Every measured step runs in a subprocess of its own (``benchmarks.runner``) on a fresh database;
+systems are interleaved inside every repetition so that drift of the machine hits them alike;
+ratios between systems are computed per repetition and then summarised by their median.
+Results go to ``benchmarks/results/latest.json`` and a chart to ``benchmarks/results/latest.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from benchmarks.systems import SYSTEMS
+
+SERVER = os.environ.get("QUEUE_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+RESULTS = Path(__file__).parent / "results"
+
+
+def dsn_for(name: str) -> str:
+    return SERVER.replace("postgres://", "postgresql://", 1).rsplit("/", 1)[0] + "/" + name
+
+
+async def admin(sql: str) -> None:
+    conn = await asyncpg.connect(dsn_for("postgres"))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def fresh_database(system: str) -> tuple[str, str]:
+    name = f"tq_bench_{uuid.uuid4().hex[:10]}"
+    await admin(f'CREATE DATABASE "{name}"')
+    dsn = dsn_for(name)
+    await SYSTEMS[system]().prepare(dsn)
+    return name, dsn
+
+
+async def drop_database(name: str) -> None:
+    await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def db_stats(dsn: str) -> dict[str, int]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = await conn.fetchrow(
+            "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted "
+            "FROM pg_stat_database WHERE datname = current_database()"
+        )
+    finally:
+        await conn.close()
+    return dict(row)
+
+
+class Step:
+    """A runner subprocess: started, waited on until ready, released with ``go``."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.runner", json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parent.parent,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().strip()
+        if line != "ready":
+            self.proc.kill()
+            raise RuntimeError(f"runner for {spec['system']}/{spec['role']} failed: {line!r}")
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def result(self, timeout: float = 600) -> dict[str, Any]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"runner exited {self.proc.returncode}")
+        for line in out.splitlines():
+            if line.startswith("result "):
+                return dict(json.loads(line[len("result ") :]))
+        raise RuntimeError("runner printed no result")
+
+
+def run_step(spec: dict[str, Any]) -> dict[str, Any]:
+    step = Step(spec)
+    step.go()
+    return step.result()
+
+
+def check_exactly_once(system: str, workload: str, res: dict[str, Any], count: int) -> None:
+    if res["ran"] != count or res["distinct"] != count or res["missing"]:
+        raise RuntimeError(
+            f"{system}/{workload}: ran {res['ran']}, distinct {res['distinct']}, "
+            f"missing {res['missing']} of {count}: not exactly once"
+        )
+
+
+async def measure(system: str, workload: str, n: int) -> dict[str, Any]:
+    """One measurement of one workload for one system, on a fresh database."""
+    name, dsn = await fresh_database(system)
+    base = {"system": system, "dsn": dsn, "start": 0}
+    try:
+        if workload.startswith("A"):
+            role = {"A1": "enqueue_one", "A2": "enqueue_bulk", "A3": "enqueue_burst"}[workload]
+            res = await asyncio.to_thread(run_step, {**base, "role": role, "count": n})
+            return {"rate": n / res["elapsed"], **res}
+        if workload in {"B", "D", "F"}:
+            variant = {"B": "plain", "D": "context", "F": "plain"}[workload]
+            if workload == "F":
+                await prefill_finished(system, dsn, 1_000_000)
+                n = 100_000
+            if system == "taskqueue":
+                await asyncio.to_thread(
+                    run_step, {**base, "role": "enqueue_variant", "count": n, "variant": variant}
+                )
+            else:
+                await asyncio.to_thread(run_step, {**base, "role": "enqueue_bulk", "count": n})
+            before = await db_stats(dsn)
+            res = await asyncio.to_thread(
+                run_step, {**base, "role": "drain", "count": n, "concurrency": 10}
+            )
+            after = await db_stats(dsn)
+            check_exactly_once(system, workload, res, n)
+            delta = {k: after[k] - before[k] for k in before}
+            res.pop("latencies", None)
+            return {
+                "rate": n / res["elapsed"],
+                "cpu_per_task_us": res["cpu"] / n * 1e6,
+                "xacts_per_task": delta["xact_commit"] / n,
+                "rows_written_per_task": (
+                    delta["tup_inserted"] + delta["tup_updated"] + delta["tup_deleted"]
+                )
+                / n,
+                **res,
+            }
+        if workload == "C":
+            count = 200
+            worker = await asyncio.to_thread(
+                Step, {**base, "role": "drain", "count": count, "concurrency": 10, "variant": "latency"}
+            )
+            worker.go()
+            await asyncio.sleep(1.0)  # let the idle worker settle into waiting for work
+            await asyncio.to_thread(
+                run_step, {**base, "role": "produce_paced", "count": count, "rate": 50}
+            )
+            res = await asyncio.to_thread(worker.result)
+            check_exactly_once(system, workload, res, count)
+            lat = sorted(x * 1000 for x in res.pop("latencies"))
+            return {
+                "p50_ms": statistics.median(lat),
+                "p95_ms": lat[int(len(lat) * 0.95) - 1],
+                "max_ms": lat[-1],
+                **res,
+            }
+        if workload in {"E1", "E2"}:
+            count = 1000 if workload == "E1" else 10_001
+            variant = "chain" if workload == "E1" else "fanout"
+            await asyncio.to_thread(
+                run_step, {**base, "role": "enqueue_variant", "count": count, "variant": variant}
+            )
+            res = await asyncio.to_thread(
+                run_step, {**base, "role": "drain", "count": count, "concurrency": 10}
+            )
+            check_exactly_once(system, workload, res, count)
+            res.pop("latencies", None)
+            if workload == "E1":
+                return {"ms_per_link": res["elapsed"] / count * 1000, **res}
+            return {"rate": count / res["elapsed"], **res}
+        raise ValueError(workload)
+    finally:
+        await drop_database(name)
+
+
+async def prefill_finished(system: str, dsn: str, count: int) -> None:
+    """Put ``count`` finished tasks in the table (workload F), without timing it."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if system == "taskqueue":
+            await conn.execute(
+                """
+                INSERT INTO queued_tasks (name, module_name, function_name, state, args, kwargs,
+                    context, pending_parents, channel, priority, retry_count, max_retries,
+                    date_enqueued, date_scheduled, date_started, date_done, date_ended)
+                SELECT 'old', 'benchmarks.systems', 'tq_noop', 'done', '[0]', '{}', '{}', 0,
+                    'default', 0, 0, 3, now(), now(), now(), now(), now()
+                FROM generate_series(1, $1)
+                """,
+                count,
+            )
+        elif system == "raw":
+            await conn.execute(
+                "INSERT INTO raw_jobs (key, state) SELECT 0, 'done' FROM generate_series(1, $1)",
+                count,
+            )
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+
+
+WORKLOADS: dict[str, tuple[str, list[str]]] = {
+    "A1": ("enqueue one at a time (jobs/s)", ["taskqueue", "pgqueuer", "raw"]),
+    "A2": ("enqueue in bulk, chunks of 1,000 (jobs/s)", ["taskqueue", "pgqueuer", "raw"]),
+    "A3": ("add_task burst, then await every id (jobs/s)", ["taskqueue"]),
+    "B": ("drain no-op tasks, 1 process, 10 slots (jobs/s)", ["taskqueue", "pgqueuer", "raw"]),
+    "C": ("latency, idle worker, 50 tasks/s (ms)", ["taskqueue", "pgqueuer", "raw"]),
+    "D": ("drain, 3 context writes + 2 log lines per task (jobs/s)", ["taskqueue"]),
+    "E1": ("chain of 1,000 tasks (ms per link)", ["taskqueue"]),
+    "E2": ("one parent, 10,000 children (jobs/s)", ["taskqueue"]),
+    "F": ("drain 100,000 beside 1,000,000 finished (jobs/s)", ["taskqueue", "raw"]),
+}
+
+
+def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians, min and max of each metric over the repetitions, and per-repetition ratios."""
+    out: dict[str, Any] = {}
+    for workload in WORKLOADS:
+        rows = [r for r in runs if r["workload"] == workload]
+        if not rows:
+            continue
+        entry: dict[str, Any] = {"title": WORKLOADS[workload][0], "systems": {}, "ratios": {}}
+        for system in WORKLOADS[workload][1]:
+            mine = [r["metrics"] for r in rows if r["system"] == system]
+            if not mine:
+                continue
+            metrics: dict[str, Any] = {}
+            for key in mine[0]:
+                values = [m[key] for m in mine if isinstance(m.get(key), int | float)]
+                if values:
+                    metrics[key] = {
+                        "median": statistics.median(values),
+                        "min": min(values),
+                        "max": max(values),
+                    }
+            entry["systems"][system] = metrics
+        key = "rate" if workload not in {"C", "E1"} else None
+        if key:
+            reps = sorted({r["rep"] for r in rows})
+            for a in WORKLOADS[workload][1]:
+                for b in WORKLOADS[workload][1]:
+                    if a == b:
+                        continue
+                    ratios = []
+                    for rep in reps:
+                        ra = [r for r in rows if r["rep"] == rep and r["system"] == a]
+                        rb = [r for r in rows if r["rep"] == rep and r["system"] == b]
+                        if ra and rb:
+                            ratios.append(ra[0]["metrics"][key] / rb[0]["metrics"][key])
+                    if ratios:
+                        entry["ratios"][f"{a}/{b}"] = {
+                            "median": statistics.median(ratios),
+                            "min": min(ratios),
+                            "max": max(ratios),
+                        }
+        out[workload] = entry
+    return out
+
+
+def cross_ratios(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """taskqueue's D, E2 and F against its own B, per repetition."""
+    out: dict[str, Any] = {}
+    for workload in ("D", "E2", "F"):
+        ratios = []
+        for rep in sorted({r["rep"] for r in runs}):
+            b = [r for r in runs if r["rep"] == rep and r["workload"] == "B" and r["system"] == "taskqueue"]
+            x = [r for r in runs if r["rep"] == rep and r["workload"] == workload and r["system"] == "taskqueue"]
+            if b and x:
+                ratios.append(x[0]["metrics"]["rate"] / b[0]["metrics"]["rate"])
+        if ratios:
+            out[f"taskqueue {workload}/B"] = {
+                "median": statistics.median(ratios),
+                "min": min(ratios),
+                "max": max(ratios),
+            }
+    return out
+
+
+def table(summary: dict[str, Any], cross: dict[str, Any]) -> str:
+    lines = ["| workload | system | median | min-max | notes |", "|---|---|---|---|---|"]
+    for workload, entry in summary.items():
+        for system, metrics in entry["systems"].items():
+            if workload == "C":
+                value = (
+                    f"p50 {metrics['p50_ms']['median']:.2f} / p95 {metrics['p95_ms']['median']:.2f}"
+                    f" / max {metrics['max_ms']['median']:.2f}"
+                )
+                spread = f"p50 {metrics['p50_ms']['min']:.2f}-{metrics['p50_ms']['max']:.2f}"
+            elif workload == "E1":
+                value = f"{metrics['ms_per_link']['median']:.2f}"
+                spread = f"{metrics['ms_per_link']['min']:.2f}-{metrics['ms_per_link']['max']:.2f}"
+            else:
+                value = f"{metrics['rate']['median']:,.0f}"
+                spread = f"{metrics['rate']['min']:,.0f}-{metrics['rate']['max']:,.0f}"
+            notes = []
+            if "xacts_per_task" in metrics:
+                notes.append(
+                    f"{metrics['xacts_per_task']['median']:.3f} xact/task, "
+                    f"{metrics['rows_written_per_task']['median']:.2f} rows/task, "
+                    f"{metrics['cpu_per_task_us']['median']:.0f} us CPU/task"
+                )
+            notes += [
+                f"{pair} {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
+                for pair, r in entry["ratios"].items()
+                if pair.startswith(system + "/")
+            ]
+            lines.append(
+                f"| {workload} {entry['title']} | {system} | {value} | {spread} | {'; '.join(notes)} |"
+            )
+    for pair, r in cross.items():
+        lines.append(f"| {pair} | taskqueue | {r['median']:.2f}x | {r['min']:.2f}-{r['max']:.2f} | |")
+    return "\n".join(lines)
+
+
+def chart(summary: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no chart", file=sys.stderr)
+        return
+    rate_workloads = [w for w in summary if w not in {"C", "E1"}]
+    colors = {"taskqueue": "#2b6cb0", "pgqueuer": "#dd6b20", "raw": "#718096"}
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 1]})
+    ax = axes[0]
+    systems = ["taskqueue", "pgqueuer", "raw"]
+    width = 0.27
+    for i, system in enumerate(systems):
+        xs, ys, errs = [], [], []
+        for j, w in enumerate(rate_workloads):
+            m = summary[w]["systems"].get(system)
+            if m:
+                xs.append(j + (i - 1) * width)
+                ys.append(m["rate"]["median"])
+                errs.append(
+                    [[m["rate"]["median"] - m["rate"]["min"]], [m["rate"]["max"] - m["rate"]["median"]]]
+                )
+        if xs:
+            lo = [e[0][0] for e in errs]
+            hi = [e[1][0] for e in errs]
+            ax.bar(xs, ys, width, label=system, color=colors[system], yerr=[lo, hi], capsize=3)
+    ax.set_xticks(range(len(rate_workloads)))
+    ax.set_xticklabels(rate_workloads)
+    ax.set_ylabel("jobs per second (median, min-max)")
+    ax.set_title("Throughput")
+    ax.legend()
+    ax2 = axes[1]
+    if "C" in summary:
+        for i, system in enumerate(systems):
+            m = summary["C"]["systems"].get(system)
+            if m:
+                vals = [m["p50_ms"]["median"], m["p95_ms"]["median"], m["max_ms"]["median"]]
+                ax2.bar([k + (i - 1) * width for k in range(3)], vals, width, color=colors[system], label=system)
+        ax2.set_xticks(range(3))
+        ax2.set_xticklabels(["p50", "p95", "max"])
+        ax2.set_ylabel("ms from enqueue to start")
+        ax2.set_title("Latency (C)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    workloads = [w for w in WORKLOADS if not args.only or w in args.only.split(",")]
+    systems = [s for s in SYSTEMS if not args.systems or s in args.systems.split(",")]
+    runs: list[dict[str, Any]] = []
+    for rep in range(args.reps):
+        for workload in workloads:
+            order = [s for s in WORKLOADS[workload][1] if s in systems]
+            # Rotate the order each repetition: no system always runs first (cold) or last.
+            order = order[rep % len(order) :] + order[: rep % len(order)] if order else order
+            for system in order:
+                t0 = time.perf_counter()
+                metrics = await measure(system, workload, args.jobs)
+                runs.append({"rep": rep, "workload": workload, "system": system, "metrics": metrics})
+                shown = {k: round(v, 3) for k, v in metrics.items() if isinstance(v, float)}
+                print(f"rep {rep} {workload:3} {system:10} {shown} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    summary = summarise(runs)
+    cross = cross_ratios(summary, runs)
+    RESULTS.mkdir(exist_ok=True)
+    machine = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+    conn = await asyncpg.connect(dsn_for("postgres"))
+    try:
+        machine["postgresql"] = await conn.fetchval("SHOW server_version")
+        machine["synchronous_commit"] = await conn.fetchval("SHOW synchronous_commit")
+    finally:
+        await conn.close()
+    doc = {"machine": machine, "jobs": args.jobs, "reps": args.reps, "runs": runs,
+           "summary": summary, "cross": cross}
+    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1))
+    text = table(summary, cross)
+    (RESULTS / "latest.md").write_text(text + "\n")
+    print(text)
+    chart(summary, RESULTS / "latest.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per workload (default 20000)")
+    parser.add_argument("--only", default="", help="comma-separated workloads, e.g. B,C")
+    parser.add_argument("--systems", default="", help="comma-separated systems")
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

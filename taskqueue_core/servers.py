@@ -128,6 +128,8 @@ class Server:
         """How many finished tasks this server's reaper deleted."""
         self.heartbeats = 0
         """Successful heartbeats since start."""
+        self.reaper_rounds = 0
+        """Reaper rounds completed since start (elected or not)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -304,18 +306,19 @@ class Server:
         if elected != self.is_reaper:
             _log.info("server %s %s the reaper", self.name, "is now" if elected else "is no longer")
         self.is_reaper = elected
-        if not elected:
-            return []
-        rescued = await self.repository.rescue_stale(stale_before)
-        if rescued:
-            self.rescued.extend(rescued)
-            _log.warning(
-                "rescued %d task(s) of servers silent for %.1f s: %s",
-                len(rescued),
-                self.config.stale_after,
-                _ids(rescued),
-            )
-        await self._prune_if_due(now)
+        rescued: list[int] = []
+        if elected:
+            rescued = await self.repository.rescue_stale(stale_before)
+            if rescued:
+                self.rescued.extend(rescued)
+                _log.warning(
+                    "rescued %d task(s) of servers silent for %.1f s: %s",
+                    len(rescued),
+                    self.config.stale_after,
+                    _ids(rescued),
+                )
+            await self._prune_if_due(now)
+        self.reaper_rounds += 1
         return rescued
 
     def _elect(self, servers: list[ServerInfo], stale_before: datetime) -> bool:

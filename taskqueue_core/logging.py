@@ -1,0 +1,328 @@
+"""Dual logging: the console through loguru and, inside a task, the ``queued_task_logs`` table.
+
+``getLogger(name)`` (alias ``get_logger``) returns a ``TaskLogger`` with the methods of a
+standard library logger (``debug`` ... ``critical``, ``exception``, ``log``; ``%``-style
+arguments, ``exc_info=``, ``stacklevel=``, ``extra=``). Every call goes to loguru, so it is
+printed by loguru's handlers like any other loguru line. Inside a running task a loguru sink
+installed by this module (once per process) also turns every record, from a ``TaskLogger``
+or from ``loguru.logger`` directly, into a row of ``queued_task_logs``:
+
+- ``type``: ``debug``, ``info``, ``warning``, ``error`` or ``critical`` (loguru's ``TRACE``
+  is not stored; ``SUCCESS`` is stored as ``info``);
+- ``name``: the ``TaskLogger``'s name, or the module that called ``loguru.logger``;
+- ``message``: the formatted message;
+- ``info``: the ``extra=`` fields (or loguru ``bind()`` fields) as JSON, plus ``traceback``
+  (the formatted exception) for ``exception()`` and ``exc_info=``; None when empty.
+
+The sink never blocks the task and never waits for the database: it appends to the worker's
+bounded in-memory buffer (``LogBuffer``), which the worker writes with ``append_logs`` in
+batches, and flushes when the task ends (before the task's outcome). If a worker falls so
+far behind that the buffer is full, further lines are counted and one warning row reports
+how many were dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from loguru import logger as _loguru
+
+from taskqueue_core.context import current_context
+from taskqueue_core.models import NewLogRecord
+
+__all__ = [
+    "INTERNAL_KEY",
+    "LogBuffer",
+    "TaskLogger",
+    "getLogger",
+    "get_logger",
+    "install_task_sink",
+]
+
+LOGGER_KEY = "taskqueue_logger"
+"""The loguru ``extra`` key that carries a ``TaskLogger``'s name."""
+
+INTERNAL_KEY = "taskqueue_internal"
+"""Records bound with this ``extra`` key are taskqueue's own and are not stored in a task's log."""
+
+_HIDDEN_KEYS = frozenset({LOGGER_KEY, INTERNAL_KEY})
+
+ExcInfo = (
+    bool
+    | BaseException
+    | tuple[type[BaseException], BaseException, TracebackType | None]
+    | tuple[None, None, None]
+    | None
+)
+
+
+class LogBuffer:
+    """A bounded, thread-safe buffer of task log records, drained in batches by the worker.
+
+    ``add`` never blocks: while ``limit`` records wait, further ones are dropped and counted
+    (``drain`` then returns a warning record saying how many). ``on_batch`` is called (from
+    the adding thread) each time another ``batch_size`` records are waiting, so the writer
+    can start a write before its next periodic flush.
+    """
+
+    def __init__(
+        self,
+        *,
+        limit: int = 200_000,
+        batch_size: int = 1_000,
+        on_batch: Callable[[], None] | None = None,
+    ) -> None:
+        if limit < 1 or batch_size < 1:
+            raise ValueError("LogBuffer limit and batch_size must be at least 1")
+        self.limit = limit
+        self.batch_size = batch_size
+        self._on_batch = on_batch
+        self._records: deque[NewLogRecord] = deque()
+        self._dropped: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def add(self, record: NewLogRecord) -> None:
+        """Buffer ``record`` (or count it as dropped when the buffer is full)."""
+        records = self._records
+        if len(records) >= self.limit:
+            with self._lock:
+                self._dropped[record.task_id] = self._dropped.get(record.task_id, 0) + 1
+            return
+        records.append(record)  # deque.append is atomic: no lock on the hot path
+        if self._on_batch is not None and len(records) % self.batch_size == 0:
+            self._on_batch()
+
+    def drain(self, limit: int) -> list[NewLogRecord]:
+        """Remove and return up to ``limit`` records, oldest first, plus drop warnings."""
+        records = self._records
+        out: list[NewLogRecord] = []
+        append = out.append
+        popleft = records.popleft
+        for _ in range(min(limit, len(records))):
+            append(popleft())
+        if self._dropped:
+            with self._lock:
+                dropped, self._dropped = self._dropped, {}
+            now = datetime.now(UTC)
+            for task_id, count in dropped.items():
+                out.append(
+                    NewLogRecord(
+                        task_id=task_id,
+                        type="warning",
+                        name="taskqueue",
+                        message=f"{count} log lines of this task were dropped: the log buffer "
+                        f"was full ({self.limit} lines waiting to be written)",
+                        info={"dropped": count},
+                        date_created=now,
+                    )
+                )
+        return out
+
+
+class TaskLogger:
+    """A logger with the standard library's call signatures that logs through loguru.
+
+    Inside a task its lines are also stored in ``queued_task_logs`` (see the module doc).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._logger = _loguru.bind(**{LOGGER_KEY: name})
+
+    def __repr__(self) -> str:
+        return f"<TaskLogger {self.name!r}>"
+
+    def debug(self, msg: object, *args: object, **options: Any) -> None:
+        """Log ``msg % args`` at DEBUG."""
+        self._log("DEBUG", msg, args, **options)
+
+    def info(self, msg: object, *args: object, **options: Any) -> None:
+        """Log ``msg % args`` at INFO."""
+        self._log("INFO", msg, args, **options)
+
+    def warning(self, msg: object, *args: object, **options: Any) -> None:
+        """Log ``msg % args`` at WARNING."""
+        self._log("WARNING", msg, args, **options)
+
+    warn = warning
+
+    def error(self, msg: object, *args: object, **options: Any) -> None:
+        """Log ``msg % args`` at ERROR."""
+        self._log("ERROR", msg, args, **options)
+
+    def critical(self, msg: object, *args: object, **options: Any) -> None:
+        """Log ``msg % args`` at CRITICAL."""
+        self._log("CRITICAL", msg, args, **options)
+
+    fatal = critical
+
+    def exception(
+        self, msg: object, *args: object, exc_info: ExcInfo = True, **options: Any
+    ) -> None:
+        """Log ``msg % args`` at ERROR with the exception being handled (and its traceback)."""
+        self._log("ERROR", msg, args, exc_info=exc_info, **options)
+
+    def log(self, level: int | str, msg: object, *args: object, **options: Any) -> None:
+        """Log ``msg % args`` at ``level`` (a standard library level number or a level name)."""
+        self._log(_level_name(level), msg, args, **options)
+
+    def _log(
+        self,
+        level: str,
+        msg: object,
+        args: tuple[object, ...],
+        *,
+        exc_info: ExcInfo = None,
+        extra: Mapping[str, object] | None = None,
+        stack_info: bool = False,
+        stacklevel: int = 1,
+    ) -> None:
+        message = str(msg)
+        if args:
+            # The standard library's %-formatting; a single mapping argument is used by name.
+            if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+                message = message % args[0]
+            else:
+                message = message % args
+        if stack_info:
+            message = (
+                message
+                + "\nStack (most recent call last):\n"
+                + "".join(traceback.format_stack(sys._getframe(stacklevel + 1)))
+            )
+        bound = self._logger.bind(**extra) if extra else self._logger
+        # depth: skip _log and the public method so loguru reports the caller's location.
+        bound.opt(depth=stacklevel + 1, exception=_exception(exc_info)).log(level, message)
+
+
+_loggers: dict[str, TaskLogger] = {}
+_loggers_lock = threading.Lock()
+
+
+def getLogger(name: str | None = None) -> TaskLogger:
+    """The ``TaskLogger`` called ``name`` (default ``"taskqueue"``); the same object every time."""
+    key = name or "taskqueue"
+    found = _loggers.get(key)
+    if found is not None:
+        return found
+    install_task_sink()
+    with _loggers_lock:
+        return _loggers.setdefault(key, TaskLogger(key))
+
+
+get_logger = getLogger
+
+
+_sink_id: int | None = None
+_sink_lock = threading.Lock()
+
+
+def install_task_sink() -> None:
+    """Add the loguru sink that stores task log lines. Idempotent; workers call it at start.
+
+    If the application calls ``loguru.logger.remove()`` (without an id) afterwards, the sink
+    is removed too; the next worker start or ``getLogger`` call puts it back.
+    """
+    global _sink_id
+    with _sink_lock:
+        if _sink_id is not None:
+            # loguru has no public "is this handler still there"; without its core we trust
+            # our own record.
+            handlers = getattr(getattr(_loguru, "_core", None), "handlers", None)
+            if handlers is None or _sink_id in handlers:
+                return
+        _sink_id = _loguru.add(_task_sink, level="DEBUG", format=_no_format, catch=True)
+
+
+def _no_format(record: Any) -> str:
+    # The sink reads the record itself; an empty format keeps loguru from formatting the
+    # message (and the traceback) a second time for it.
+    return ""
+
+
+def _task_sink(message: Any) -> None:
+    ctx = current_context()
+    if ctx is None:
+        return
+    record = message.record
+    extra = record["extra"]
+    if INTERNAL_KEY in extra:
+        return
+    info: dict[str, Any] | None = None
+    if len(extra) > (LOGGER_KEY in extra):
+        info = _jsonable({k: v for k, v in extra.items() if k not in _HIDDEN_KEYS})
+    exception = record["exception"]
+    if exception is not None and exception.type is not None:
+        if info is None:
+            info = {}
+        info["traceback"] = "".join(
+            traceback.format_exception(exception.type, exception.value, exception.traceback)
+        )
+    ctx.writer.add_log(
+        NewLogRecord(
+            task_id=ctx.task_id,
+            type=_type(record["level"].no),
+            name=extra.get(LOGGER_KEY) or record["name"] or "",
+            message=record["message"],
+            info=info,
+            date_created=record["time"].astimezone(UTC),
+        )
+    )
+
+
+def _type(level_no: int) -> str:
+    if level_no >= 50:
+        return "critical"
+    if level_no >= 40:
+        return "error"
+    if level_no >= 30:
+        return "warning"
+    if level_no >= 20:
+        return "info"
+    return "debug"
+
+
+_LEVEL_NAMES = {50: "CRITICAL", 40: "ERROR", 30: "WARNING", 20: "INFO", 10: "DEBUG", 5: "TRACE"}
+
+
+def _level_name(level: int | str) -> str:
+    if isinstance(level, str):
+        return level.upper()
+    for number, name in sorted(_LEVEL_NAMES.items(), reverse=True):
+        if level >= number:
+            return name
+    return "TRACE"
+
+
+def _exception(exc_info: ExcInfo) -> Any:
+    if exc_info is None or exc_info is False:
+        return None
+    if exc_info is True:
+        return sys.exc_info() if sys.exc_info()[0] is not None else None
+    return exc_info
+
+
+def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` as plain JSON; values that are not JSON are stored as their ``repr``."""
+    try:
+        return json.loads(json.dumps(fields, allow_nan=False, default=repr))  # type: ignore[no-any-return]
+    except (TypeError, ValueError):
+        return {k: _jsonable_value(v) for k, v in fields.items()}
+
+
+def _jsonable_value(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False, default=repr))
+    except (TypeError, ValueError):
+        return repr(value)

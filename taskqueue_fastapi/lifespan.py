@@ -1,0 +1,185 @@
+"""``taskqueue_lifespan``: open the task queue with the application, close it with it.
+
+Use it as the application's lifespan::
+
+    app = FastAPI(lifespan=taskqueue_lifespan())
+
+or enter it inside your own lifespan (it is a factory of async context managers)::
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with RegisterTortoise(app, config=TORTOISE_ORM):
+            async with taskqueue_lifespan(tortoise="default")(app):
+                yield
+
+On entry it builds and opens the ``TaskQueue`` (which opens its repository), stores it in
+``app.state.taskqueue`` for ``Depends(get_queue)``, and starts the embedded workers; on exit it
+stops the workers gracefully and closes the queue, which writes every pending ``add_task``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+
+from taskqueue_core.config import QueueConfig
+from taskqueue_core.exceptions import ConfigError
+from taskqueue_fastapi.dependencies import STATE_KEY
+from taskqueue_fastapi.workers import EmbeddedWorkers
+
+if TYPE_CHECKING:
+    from taskqueue_core.queue import TaskQueue
+    from taskqueue_core.repository import TaskRepository
+
+__all__ = ["TaskQueueLifespan", "taskqueue_lifespan"]
+
+
+class TaskQueueLifespan:
+    """A lifespan: call it with the application to get an async context manager.
+
+    The context manager yields the lifespan state ``{"taskqueue": queue}``. Build it with
+    ``taskqueue_lifespan``; one instance can serve several runs of the application, one at a
+    time (each run builds a fresh queue unless a ``queue`` was given).
+    """
+
+    def __init__(
+        self,
+        config: QueueConfig | None,
+        *,
+        run_workers: bool,
+        tortoise: str | None,
+        queue: TaskQueue | None,
+        concurrency: int | None,
+        channels: Sequence[str] | None,
+    ) -> None:
+        self.config = config
+        self.run_workers = run_workers
+        self.tortoise = tortoise
+        self.queue = queue
+        self.concurrency = concurrency
+        self.channels = channels
+
+    def __call__(self, app: Starlette) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]:
+        return self._run(app)
+
+    @contextlib.asynccontextmanager
+    async def _run(self, app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        if getattr(app.state, STATE_KEY, None) is not None:
+            raise ConfigError(
+                "a task queue is already open for this application: enter taskqueue_lifespan once"
+            )
+        queue = self.queue if self.queue is not None else self._build_queue()
+        async with contextlib.AsyncExitStack() as stack:
+            await queue.open()
+            stack.push_async_callback(queue.close)
+            setattr(app.state, STATE_KEY, queue)
+            stack.callback(delattr, app.state, STATE_KEY)
+            if self.run_workers:
+                workers = EmbeddedWorkers(
+                    queue, concurrency=self.concurrency, channels=self.channels
+                )
+                await workers.start()
+                # Exits run last-in first-out: workers stop (tasks finish or go back to the
+                # queue) before the queue flushes its buffers and closes.
+                stack.push_async_callback(workers.stop)
+            yield {STATE_KEY: queue}
+
+    def _build_queue(self) -> TaskQueue:
+        from taskqueue_core.queue import TaskQueue
+
+        config = self.config if self.config is not None else QueueConfig.from_env()
+        if self.tortoise is None:
+            return TaskQueue(config)
+        return TaskQueue(config, repository=_joined_repository(self.tortoise, config))
+
+
+def taskqueue_lifespan(
+    config: QueueConfig | None = None,
+    *,
+    run_workers: bool = True,
+    tortoise: str | None = None,
+    queue: TaskQueue | None = None,
+    concurrency: int | None = None,
+    channels: Sequence[str] | None = None,
+) -> TaskQueueLifespan:
+    """A lifespan that opens a task queue and runs embedded workers with the application.
+
+    - ``config``: the queue's settings; None reads ``QUEUE_*`` variables when the application
+      starts (so an invalid value fails the start-up with ``ConfigError`` naming it).
+    - ``run_workers``: run a worker inside this process (no signal handlers; it stops with the
+      application). False when workers run elsewhere (``taskq start``).
+    - ``tortoise``: None opens the queue's own Tortoise context on ``config.database_url``.
+      A connection name (e.g. ``"default"``) joins the host's Tortoise setup instead: the host
+      registers the app ``"taskqueue_core.tortoise.models"`` in its own Tortoise config and
+      initialises Tortoise before this lifespan starts; the queue then writes through that
+      connection (PostgreSQL or SQLite, whichever it is) and never closes it.
+    - ``queue``: a queue built by the caller (any repository); ``config`` and ``tortoise``
+      must then be left out.
+    - ``concurrency`` / ``channels``: of the embedded worker (default: ``max_workers`` read
+      live, and every channel or ``config.channels``).
+
+    Raises ``ConfigError`` for contradictory options.
+    """
+    if queue is not None and (config is not None or tortoise is not None):
+        raise ConfigError("taskqueue_lifespan: pass either queue= or config=/tortoise=, not both")
+    if concurrency is not None and concurrency < 1:
+        raise ConfigError(f"taskqueue_lifespan: concurrency must be 1 or more, got {concurrency}")
+    if tortoise is not None and not tortoise:
+        raise ConfigError("taskqueue_lifespan: tortoise= must name a Tortoise connection")
+    return TaskQueueLifespan(
+        config,
+        run_workers=run_workers,
+        tortoise=tortoise,
+        queue=queue,
+        concurrency=concurrency,
+        channels=channels,
+    )
+
+
+def _joined_repository(connection_name: str, config: QueueConfig) -> TaskRepository:
+    """A repository writing through the host's Tortoise connection ``connection_name``.
+
+    The database is the connection's: for PostgreSQL its URL is rebuilt from the client
+    (for the LISTEN connection, which must reach the same database). Raises ``ConfigError``
+    when Tortoise has no such connection or its database is neither PostgreSQL nor SQLite.
+    """
+    from tortoise import connections
+
+    try:
+        client = connections.get(connection_name)
+    except Exception as error:
+        raise ConfigError(
+            f"taskqueue_lifespan(tortoise={connection_name!r}): the host's Tortoise has no such "
+            "connection; initialise Tortoise (with the app 'taskqueue_core.tortoise.models') "
+            "before entering this lifespan"
+        ) from error
+    dialect = client.capabilities.dialect
+    if dialect == "postgres":
+        from taskqueue_core.tortoise.postgres import PostgresRepository
+
+        return PostgresRepository(
+            _postgres_url(client),
+            notify_channel=config.notify_channel,
+            use_notify=config.use_postgresql_notify,
+            client=client,
+        )
+    if dialect == "sqlite":
+        from taskqueue_core.tortoise.sqlite import SqliteRepository
+
+        return SqliteRepository(f"sqlite://{client.filename}", client=client)
+    raise ConfigError(
+        f"taskqueue_lifespan(tortoise={connection_name!r}): the connection's database is "
+        f"{dialect!r}; taskqueue supports PostgreSQL and SQLite"
+    )
+
+
+def _postgres_url(client: Any) -> str:
+    """The ``postgres://`` URL of the database a Tortoise PostgreSQL client is connected to."""
+    user = quote(str(client.user or ""), safe="")
+    password = f":{quote(str(client.password), safe='')}" if client.password else ""
+    credentials = f"{user}{password}@" if user else ""
+    return f"postgres://{credentials}{client.host}:{client.port}/{client.database}"

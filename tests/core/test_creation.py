@@ -1,0 +1,302 @@
+"""add_task: batched background creation, parents, flush/close, and failure isolation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from taskqueue_core import (
+    HookRegistry,
+    InvalidTaskError,
+    QueueClosed,
+    QueueConfig,
+    RepositoryError,
+    TaskQueue,
+    TaskRef,
+    TaskState,
+    UnknownParent,
+)
+from tests.core.conftest import CountingRepository
+from tests.core.tasks import add, send_email
+
+
+async def test_one_tick_of_1000_add_task_is_one_create_tasks_call(
+    queue: TaskQueue, counting: CountingRepository
+) -> None:
+    refs = [queue.add_task(add, i, i) for i in range(1000)]
+    assert counting.create_calls == []  # nothing written yet: add_task returned at once
+    ids = await asyncio.wait_for(asyncio.gather(*(r.get_task_id() for r in refs)), 30)
+    assert len(counting.create_calls) == 1
+    assert len(counting.create_calls[0]) == 1000
+    assert len(set(ids)) == 1000
+    stored = await queue.repository.get_tasks(ids)
+    assert [t.args for t in stored] == [[i, i] for i in range(1000)]
+    assert {t.state for t in stored} == {TaskState.ENQUEUED}
+    assert all(t.name == "tests.core.tasks.add" for t in stored)
+
+
+async def test_adds_during_a_write_go_in_the_next_single_call(
+    queue: TaskQueue, counting: CountingRepository
+) -> None:
+    first = [queue.add_task(add, i, 0) for i in range(10)]
+    await asyncio.sleep(0)  # the flusher starts its write
+    second = [queue.add_task(add, i, 1) for i in range(10)]
+    await asyncio.wait_for(queue.flush(), 30)
+    assert [len(c) for c in counting.create_calls] == [10, 10]
+    assert all(r.created for r in first + second)
+
+
+async def test_parent_before_children_in_one_batch(
+    queue: TaskQueue, counting: CountingRepository
+) -> None:
+    process = queue.add_task(send_email, "ada@example.com")
+    confirm = queue.add_task(send_email, "confirm", parent=process)
+    inventory = queue.add_task(send_email, "inventory", parent=process)
+    await asyncio.wait_for(queue.flush(), 30)
+    assert len(counting.create_calls) == 1
+    batch = counting.create_calls[0]
+    assert batch[1].batch_parents == (0,) and batch[2].batch_parents == (0,)
+    pid, cid, iid = [await r.get_task_id() for r in (process, confirm, inventory)]
+    children = await queue.repository.get_tasks([cid, iid])
+    assert [c.parent_task for c in children] == [pid, pid]
+    assert [c.state for c in children] == [TaskState.WAITING, TaskState.WAITING]
+    tree = await queue.get_tree(pid)
+    assert sorted(tree.edges) == sorted([(cid, pid), (iid, pid)])
+
+
+async def test_chain_and_fan_in_through_refs(queue: TaskQueue) -> None:
+    a = queue.add_task(add, 1, 1)
+    b = queue.add_task(add, 2, 2, parent=a)
+    c = queue.add_task(add, 3, 3, parent=b)
+    d = queue.add_task(add, 4, 4)
+    join = queue.add_task(add, 0, 0, parent=[c, d, c])  # a repeated parent counts once
+    ids = [await asyncio.wait_for(r.get_task_id(), 30) for r in (a, b, c, d, join)]
+    tree = await queue.get_tree(ids[0])
+    assert {t.id for t in tree.tasks} == set(ids) - {ids[3]}
+    assert (ids[1], ids[0]) in tree.edges and (ids[2], ids[1]) in tree.edges
+    joined = (await queue.get_tree(ids[3])).edges
+    assert sorted(joined) == [(ids[4], ids[3])]
+    stored = await queue.get_task(ids[4])
+    assert stored.pending_parents == 2
+    assert stored.state is TaskState.WAITING
+
+
+async def test_parents_by_id_and_across_batches(
+    queue: TaskQueue, counting: CountingRepository
+) -> None:
+    root = await queue.enqueue(add, 0, 0)
+    root_id = await root.get_task_id()
+    earlier = queue.add_task(add, 1, 0)
+    await asyncio.wait_for(queue.flush(), 30)
+    # parent named by id, by a ref written in an earlier batch, and by one in this batch
+    fresh = queue.add_task(add, 2, 0)
+    child = queue.add_task(add, 3, 0, parent=[root_id, earlier, fresh])
+    await asyncio.wait_for(queue.flush(), 30)
+    last = counting.create_calls[-1]
+    assert last[1].parent_ids == (root_id, await earlier.get_task_id())
+    assert last[1].batch_parents == (0,)
+    stored = await queue.get_task(await child.get_task_id())
+    assert stored.parent_task == root_id
+    assert stored.pending_parents == 3
+
+
+async def test_options_are_stored(queue: TaskQueue) -> None:
+    eta = datetime.now(UTC) + timedelta(hours=2)
+    ref = queue.add_task(
+        send_email,
+        "ada@example.com",
+        subject="hi",
+        name="welcome mail",
+        channel="mail",
+        priority=7,
+        eta=eta,
+        max_retries=5,
+        timeout=12.5,
+    )
+    delayed = queue.add_task(send_email, "bob@example.com", delay=timedelta(minutes=10))
+    task = await queue.get_task(await asyncio.wait_for(ref.get_task_id(), 30))
+    assert task.name == "welcome mail"
+    assert task.kwargs == {"subject": "hi"}
+    assert (task.channel, task.priority, task.max_retries, task.timeout) == ("mail", 7, 5, 12.5)
+    assert task.date_scheduled is not None
+    assert abs((task.date_scheduled - eta).total_seconds()) < 0.01
+    later = await queue.get_task(await delayed.get_task_id())
+    assert later.date_scheduled is not None
+    wait = (later.date_scheduled - later.date_enqueued).total_seconds()
+    assert 590 < wait < 610
+    default = queue.add_task(add, 1, 2)
+    stored = await queue.get_task(await default.get_task_id())
+    assert stored.max_retries == queue.config.max_retries
+    assert stored.timeout is None  # the worker reads config.task_timeout when it runs it
+
+
+async def test_arguments_are_a_snapshot_of_add_task_time(queue: TaskQueue) -> None:
+    payload = {"items": [1, 2]}
+    ref = queue.add_task(send_email, "x", subject=payload)  # type: ignore[arg-type]
+    payload["items"].append(3)  # after add_task returned, before the write
+    task = await queue.get_task(await asyncio.wait_for(ref.get_task_id(), 30))
+    assert task.kwargs == {"subject": {"items": [1, 2]}}
+
+
+async def test_flush_waits_for_everything_added_so_far(
+    queue: TaskQueue, counting: CountingRepository
+) -> None:
+    refs = [queue.add_task(add, i, 0) for i in range(50)]
+    assert queue.pending_count == 50
+    await asyncio.wait_for(queue.flush(), 30)
+    assert queue.pending_count == 0
+    assert all(r.created for r in refs)
+    await asyncio.wait_for(queue.flush(), 30)  # nothing pending: returns at once
+
+
+async def test_close_writes_pending_creations(
+    counting: CountingRepository, config: QueueConfig
+) -> None:
+    queue = TaskQueue(config, repository=counting)  # type: ignore[arg-type]
+    await queue.open()
+    refs = [queue.add_task(add, i, 0) for i in range(20)]
+    await asyncio.wait_for(queue.close(), 30)
+    assert all(r.created for r in refs)
+    ids = [r.task_id for r in refs]
+    reader = TaskQueue(config, repository=counting.inner)
+    async with reader:
+        stored = await reader.repository.get_tasks([i for i in ids if i is not None])
+    assert len(stored) == 20
+
+
+async def test_closed_and_unopened_queues_refuse(
+    counting: CountingRepository, config: QueueConfig
+) -> None:
+    queue = TaskQueue(config, repository=counting)  # type: ignore[arg-type]
+    with pytest.raises(QueueClosed, match="not open yet"):
+        queue.add_task(add, 1, 2)
+    await queue.open()
+    await queue.open()  # idempotent
+    ref = queue.add_task(add, 1, 2)
+    await queue.close()
+    await queue.close()  # idempotent
+    assert ref.created
+    with pytest.raises(QueueClosed, match="closed"):
+        queue.add_task(add, 1, 2)
+    with pytest.raises(QueueClosed):
+        await queue.enqueue(add, 1, 2)
+    with pytest.raises(QueueClosed):
+        await queue.get_task(1)
+    with pytest.raises(QueueClosed):
+        await queue.stats()
+    with pytest.raises(QueueClosed):
+        await ref.wait()
+    with pytest.raises(QueueClosed):
+        ref.cancel()
+
+
+async def test_unknown_parent_id_fails_only_its_task_and_descendants(
+    queue: TaskQueue, counting: CountingRepository, errors: list[str]
+) -> None:
+    ok = queue.add_task(add, 1, 1)
+    orphan = queue.add_task(add, 2, 2, parent=987654)
+    grandchild = queue.add_task(add, 3, 3, parent=orphan)
+    sibling = queue.add_task(add, 4, 4, parent=ok)
+    await asyncio.wait_for(queue.flush(), 30)
+    with pytest.raises(UnknownParent, match="parent task 987654 does not exist"):
+        await orphan.get_task_id()
+    with pytest.raises(UnknownParent, match=r"parent <TaskRef creation failed 'tests.core"):
+        await grandchild.get_task_id()
+    assert ok.created and sibling.created
+    stored = await queue.get_task(await sibling.get_task_id())
+    assert stored.parent_task == await ok.get_task_id()
+    # one failing call, one read to find the missing parent, one call for the rest
+    assert [len(c) for c in counting.create_calls] == [4, 2]
+    assert any("987654" in m for m in errors)
+
+
+async def test_a_task_refused_by_the_database_does_not_lose_its_batch(
+    queue: TaskQueue, counting: CountingRepository
+) -> None:
+    counting.refuse("poison")
+    refs = [queue.add_task(add, i, 0) for i in range(100)]
+    poison = queue.add_task(add, -1, 0, name="poison")
+    child = queue.add_task(add, -2, 0, parent=poison)
+    more = [queue.add_task(add, i, 1) for i in range(100)]
+    await asyncio.wait_for(queue.flush(), 30)
+    with pytest.raises(InvalidTaskError, match="refused by the database: poison"):
+        await poison.get_task_id()
+    with pytest.raises(UnknownParent, match=r"'poison'.* was not created"):
+        await child.get_task_id()
+    ids = [await r.get_task_id() for r in refs + more]
+    assert len(await queue.repository.get_tasks(ids)) == 200
+    # bisection: about 2*log2(202) calls, nowhere near one per task
+    assert len(counting.create_calls) <= 20
+
+
+async def test_a_down_database_fails_the_batch_without_bisecting(
+    queue: TaskQueue, counting: CountingRepository
+) -> None:
+    counting.down = True
+    refs = [queue.add_task(add, i, 0) for i in range(64)]
+    await asyncio.wait_for(queue.flush(), 30)
+    for ref in refs:
+        with pytest.raises(RepositoryError, match="connection refused"):
+            await ref.get_task_id()
+    assert len(counting.create_calls) == 1
+    counting.down = False
+    again = queue.add_task(add, 1, 0)
+    assert isinstance(await asyncio.wait_for(again.get_task_id(), 30), int)
+
+
+async def test_parent_ref_whose_creation_failed_refuses_enqueue(
+    queue: TaskQueue,
+) -> None:
+    orphan = queue.add_task(add, 2, 2, parent=987654)
+    await asyncio.wait_for(queue.flush(), 30)
+    with pytest.raises(UnknownParent, match="was not created"):
+        await queue.enqueue(add, 1, 1, parent=orphan)
+
+
+async def test_refs_of_another_queue_are_parents_too(
+    queue: TaskQueue, make_repository: object, config: QueueConfig
+) -> None:
+    other = TaskQueue(config, repository=queue.repository)
+    await other.open()
+    try:
+        parent = other.add_task(add, 1, 1)
+        child = queue.add_task(add, 2, 2, parent=parent)
+        cid = await asyncio.wait_for(child.get_task_id(), 30)
+        stored = await queue.get_task(cid)
+        assert stored.parent_task == await parent.get_task_id()
+    finally:
+        await other.flush()
+
+
+async def test_creation_outlives_a_cancelled_get_task_id(
+    queue: TaskQueue, hooks: HookRegistry
+) -> None:
+    release = asyncio.Event()
+    entered = asyncio.Event()
+
+    @hooks.on_pre_create
+    async def hold(task: object) -> None:  # keeps the write pending while we cancel
+        entered.set()
+        await release.wait()
+
+    ref = queue.add_task(add, 1, 1)
+    waiter = asyncio.create_task(ref.get_task_id())
+    await asyncio.wait_for(entered.wait(), 10)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    release.set()
+    assert isinstance(await asyncio.wait_for(ref.get_task_id(), 30), int)
+
+
+async def test_ref_repr_and_known_id(queue: TaskQueue) -> None:
+    ref = queue.add_task(add, 1, 1, name="adder")
+    assert repr(ref) == "<TaskRef pending 'adder'>"
+    assert ref.task_id is None and not ref.created
+    task_id = await asyncio.wait_for(ref.get_task_id(), 30)
+    assert repr(ref) == f"<TaskRef id={task_id} 'adder'>"
+    same = queue.ref(task_id)
+    assert isinstance(same, TaskRef) and same.task_id == task_id
+    assert await same.get_state() is TaskState.ENQUEUED

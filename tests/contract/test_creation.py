@@ -27,11 +27,10 @@ async def test_supports_notify_only_on_postgres(repository: TaskRepository, back
 
 
 async def test_open_and_close_are_idempotent(repository: TaskRepository) -> None:
-    await repository.open()
+    await repository.open()  # already open
     assert await create(repository) >= 1
     await repository.close()
-    await repository.close()
-    await repository.open()  # the fixture closes it once more afterwards
+    await repository.close()  # and the fixture closes it once more
 
 
 async def test_empty_batch_creates_nothing(repository: TaskRepository) -> None:

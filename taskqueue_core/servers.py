@@ -27,21 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
+from loguru import logger as _loguru
+
 from taskqueue_core.config import QueueConfig
 from taskqueue_core.exceptions import ConfigError
+from taskqueue_core.logging import INTERNAL_KEY
 from taskqueue_core.models import Outcome, ServerInfo, Task, TaskFilter, TaskState
 from taskqueue_core.repository import TaskRepository
 
 __all__ = ["DEFAULT_PRUNE_INTERVAL", "Load", "Server"]
 
-_log = logging.getLogger("taskqueue.servers")
+_log = _loguru.bind(**{INTERNAL_KEY: True})
 
 Load = Callable[[], tuple[int, int]]
 """Returns the process's ``(active, idle)`` slot counts for the heartbeat."""
@@ -171,7 +173,7 @@ class Server:
             )
         for task in self._tasks:
             task.add_done_callback(self._watch)
-        _log.info("server %s registered (pid %d)", self.name, self.pid)
+        _log.info("taskqueue server {} registered (pid {})", self.name, self.pid)
 
     async def stop(self) -> None:
         """Stop both loops and delete this server's row. Idempotent; never raises for a
@@ -191,9 +193,9 @@ class Server:
                 self.repository.unregister_server(self.name), timeout=_UNREGISTER_TIMEOUT
             )
         except Exception as exc:
-            _log.warning("server %s could not unregister: %s", self.name, _describe(exc))
+            _log.warning("taskqueue server {} could not unregister: {}", self.name, _describe(exc))
         else:
-            _log.info("server %s unregistered", self.name)
+            _log.info("taskqueue server {} unregistered", self.name)
 
     async def __aenter__(self) -> Server:
         await self.start()
@@ -208,9 +210,9 @@ class Server:
             return
         error = task.exception()
         if error is not None:
-            _log.critical("%s ended with an error", task.get_name(), exc_info=error)
+            _log.opt(exception=error).critical("{} ended with an error", task.get_name())
         elif task in self._tasks:
-            _log.critical("%s ended unexpectedly", task.get_name())
+            _log.critical("{} ended unexpectedly", task.get_name())
 
     # -- heartbeat -------------------------------------------------------------------------
 
@@ -223,7 +225,8 @@ class Server:
         active, idle = self._load()
         if not await self.repository.heartbeat(self.name, active, idle):
             _log.warning(
-                "server %s had no row (declared dead while unreachable?); registering again",
+                "taskqueue server {} had no row (declared dead while unreachable?); "
+                "registering again",
                 self.name,
             )
             await self._register()
@@ -276,10 +279,10 @@ class Server:
                 if health is not None:
                     health(False)
                 # Once per outage at warning level, then quietly: a restart takes seconds.
-                level = logging.WARNING if failures == 1 else logging.DEBUG
+                level = "WARNING" if failures == 1 else "DEBUG"
                 _log.log(
                     level,
-                    "%s of %s failed (%d in a row): %s; retrying",
+                    "taskqueue {} of {} failed ({} in a row): {}; retrying",
                     what,
                     self.name,
                     failures,
@@ -288,7 +291,9 @@ class Server:
                 delay = min(interval, _BACKOFF_FIRST * 2 ** (failures - 1))
                 continue
             if failures:
-                _log.warning("%s of %s works again after %d failures", what, self.name, failures)
+                _log.warning(
+                    "taskqueue {} of {} works again after {} failures", what, self.name, failures
+                )
             failures = 0
             if health is not None:
                 health(True)
@@ -304,7 +309,11 @@ class Server:
         servers = await self.repository.list_servers()
         elected = self._reaper_enabled and self._elect(servers, stale_before)
         if elected != self.is_reaper:
-            _log.info("server %s %s the reaper", self.name, "is now" if elected else "is no longer")
+            _log.info(
+                "taskqueue server {} {} the reaper",
+                self.name,
+                "is now" if elected else "is no longer",
+            )
         self.is_reaper = elected
         rescued: list[int] = []
         if elected:
@@ -312,7 +321,7 @@ class Server:
             if rescued:
                 self.rescued.extend(rescued)
                 _log.warning(
-                    "rescued %d task(s) of servers silent for %.1f s: %s",
+                    "taskqueue reaper rescued {} task(s) of servers silent for {:.1f} s: {}",
                     len(rescued),
                     self.config.stale_after,
                     _ids(rescued),
@@ -347,7 +356,9 @@ class Server:
         count = await self.repository.prune(now - timedelta(days=days))
         self.pruned += count
         if count:
-            _log.info("pruned %d finished task(s) older than %g day(s)", count, days)
+            _log.info(
+                "taskqueue reaper pruned {} finished task(s) older than {:g} day(s)", count, days
+            )
 
     async def _reaper_loop(self) -> None:
         await self._repeat(self.reap, "reaper round", first_delay=False)
@@ -394,7 +405,7 @@ class Server:
         handed = await self.repository.complete_tasks(self.name, outcomes)
         if handed:
             _log.warning(
-                "server %s handed back %d task(s) left doing by its previous run: %s",
+                "taskqueue server {} handed back {} task(s) left doing by its previous run: {}",
                 self.name,
                 len(handed),
                 _ids(handed),

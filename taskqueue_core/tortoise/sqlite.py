@@ -1,0 +1,1410 @@
+"""SqliteRepository: the embedded default backend, SQLite through Tortoise ORM.
+
+One file, no server: a new user runs the queue, its workers and the admin views against
+``sqlite://taskqueue.sqlite3``. Every write is a single-writer transaction: an
+``asyncio.Lock`` serializes the writes of this repository and ``BEGIN IMMEDIATE`` takes
+SQLite's write lock up front, so a second process on the same file (a ``taskq start``
+worker beside the web app) waits its turn (busy timeout) instead of failing on a lock
+upgrade halfway through a claim. The database runs in WAL mode, so reads never wait for
+writers.
+
+Storage conventions (readable by the Tortoise models of ``taskqueue_core.tortoise.models``):
+
+- JSON columns hold JSON text (``json.dumps``); datetimes are UTC text of one fixed width,
+  ``YYYY-MM-DD HH:MM:SS.ffffff+00:00``, so that comparing the strings compares the instants
+  (the claim query and every date filter rely on it).
+- Events (``created``, ``ended``, ``control``) reach only subscribers of this repository
+  object, after the write commits: ``supports_notify`` is False and other processes poll.
+
+Requires SQLite 3.35 or newer (``RETURNING``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import operator
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from taskqueue_core.exceptions import (
+    ArgumentNotSerializable,
+    ConfigError,
+    InvalidTaskError,
+    InvalidTransition,
+    RepositoryError,
+    UnknownParent,
+    UnknownTask,
+)
+from taskqueue_core.models import (
+    PARENT_CANCELLED,
+    PARENT_FAILED,
+    Event,
+    FunctionRef,
+    LogRecord,
+    NewLogRecord,
+    NewTask,
+    Outcome,
+    ServerInfo,
+    Stats,
+    Task,
+    TaskFilter,
+    TaskPage,
+    TaskState,
+    TaskTree,
+)
+from taskqueue_core.repository import EventHandler, Subscription
+
+__all__ = ["SqliteRepository"]
+
+logger = logging.getLogger("taskqueue.sqlite")
+
+_CONNECTION_NAME = "taskqueue"
+_MIN_SQLITE = (3, 35, 0)
+_BUSY_TIMEOUT_MS = 30_000
+_INT64 = (-(2**63), 2**63 - 1)
+_WORKER_LOST = "WorkerLost"
+
+# Pragmas applied to the repository's own connection unless the URL sets them. WAL lets
+# readers run beside the writer; NORMAL synchronous is safe from corruption in WAL mode and
+# spares an fsync per commit (a power cut may lose the last commits, a crash of the process
+# loses nothing); the busy timeout makes a writer wait for another process's transaction.
+_DEFAULT_PRAGMAS = {
+    "journal_mode": "WAL",
+    "foreign_keys": "ON",
+    "busy_timeout": str(_BUSY_TIMEOUT_MS),
+    "synchronous": "NORMAL",
+}
+
+_TASK_COLUMNS = (
+    "id, name, module_name, function_name, serialized_function, signature, state, args, "
+    "kwargs, context, result, parent_task, pending_parents, channel, priority, retry_count, "
+    "max_retries, timeout, date_enqueued, date_scheduled, date_started, date_done, "
+    "date_failed, date_cancelled, date_stopped, date_ended, execution_time, claimed_by, "
+    "exception_name, exception_message, exception_info"
+)
+_RETURNING_TASK = "RETURNING " + ", ".join(
+    f"queued_tasks.{c.strip()}" for c in _TASK_COLUMNS.split(",")
+)
+_IDS = "SELECT value FROM json_each(?)"
+_FINISHED = "('done', 'failed', 'cancelled', 'stopped')"
+
+
+# -- conversions ------------------------------------------------------------------------
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(value: datetime) -> str:
+    """A datetime as stored: UTC, fixed width (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")
+
+
+def _dt(value: Any) -> datetime | None:
+    """A stored datetime back as an aware UTC datetime (tolerates other ISO spellings)."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _dump(value: Any, what: str) -> str:
+    """JSON text of ``value``; ``ArgumentNotSerializable`` naming ``what`` otherwise."""
+    try:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from None
+
+
+def _dump_result(value: Any, what: str) -> str | bytes | None:
+    """A result as bound to the ``result`` column.
+
+    The JSON columns have NUMERIC affinity in SQLite: the text ``1.0`` would be stored as
+    the integer 1 and a 20-digit integer as a lossy float. A top-level float, or an integer
+    outside 64 bits, is therefore bound as a BLOB of the same JSON text, which SQLite keeps
+    untouched (``_load`` and Tortoise's JSONField both read bytes back as JSON).
+    """
+    if value is None:
+        return None
+    text = _dump(value, what)
+    if isinstance(value, float) or (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and not _INT64[0] <= value <= _INT64[1]
+    ):
+        return text.encode()
+    return text
+
+
+def _load(value: Any) -> Any:
+    """A JSON column back as a Python value."""
+    if value is None:
+        return None
+    if isinstance(value, str | bytes):
+        return json.loads(value)
+    return value  # a number that NUMERIC affinity stored as one
+
+
+def _ids(task_ids: Iterable[Any]) -> list[int]:
+    """Task ids as distinct ints, in first-seen order; ``TypeError`` for anything else."""
+    seen: dict[int, None] = {}
+    for raw in task_ids:
+        if isinstance(raw, bool):
+            raise TypeError(f"task ids must be integers, got {raw!r}")
+        try:
+            seen[operator.index(raw)] = None
+        except TypeError:
+            raise TypeError(f"task ids must be integers, got {raw!r}") from None
+    return list(seen)
+
+
+def _task(row: Sequence[Any]) -> Task:
+    (
+        id_, name, module_name, function_name, serialized, signature, state, args, kwargs,
+        context, result, parent_task, pending_parents, channel, priority, retry_count,
+        max_retries, timeout, date_enqueued, date_scheduled, date_started, date_done,
+        date_failed, date_cancelled, date_stopped, date_ended, execution_time, claimed_by,
+        exception_name, exception_message, exception_info,
+    ) = row  # fmt: skip
+    enqueued = _dt(date_enqueued)
+    assert enqueued is not None  # NOT NULL column
+    return Task(
+        id=id_,
+        name=name,
+        function=FunctionRef(
+            module_name=module_name,
+            function_name=function_name,
+            serialized_function=bytes(serialized) if serialized is not None else None,
+            signature=signature,
+        ),
+        state=TaskState(state),
+        args=_load(args),
+        kwargs=_load(kwargs),
+        context=_load(context),
+        result=_load(result),
+        parent_task=parent_task,
+        pending_parents=pending_parents,
+        channel=channel,
+        priority=priority,
+        retry_count=retry_count,
+        max_retries=max_retries,
+        timeout=timeout,
+        date_enqueued=enqueued,
+        date_scheduled=_dt(date_scheduled),
+        date_started=_dt(date_started),
+        date_done=_dt(date_done),
+        date_failed=_dt(date_failed),
+        date_cancelled=_dt(date_cancelled),
+        date_stopped=_dt(date_stopped),
+        date_ended=_dt(date_ended),
+        execution_time=execution_time,
+        claimed_by=claimed_by,
+        exception_name=exception_name,
+        exception_message=exception_message,
+        exception_info=exception_info,
+    )
+
+
+def _claim_key(task: Task) -> tuple[int, datetime, int]:
+    assert task.date_scheduled is not None
+    return (-task.priority, task.date_scheduled, task.id)
+
+
+def _casefold(value: Any) -> str | None:
+    return value.casefold() if isinstance(value, str) else None
+
+
+def _url_with_pragmas(database_url: str) -> str:
+    """``database_url`` with the default pragmas added as query parameters (Tortoise applies
+    every query parameter of a ``sqlite://`` URL as a PRAGMA on connect); the URL's own
+    values win."""
+    parts = urlsplit(database_url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    for key, value in _DEFAULT_PRAGMAS.items():
+        query.setdefault(key, value)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@contextmanager
+def _tortoise_globals_kept() -> Iterator[None]:
+    """Undo what ``TortoiseContext.init`` changes process-wide (routers, the USE_TZ and
+    TIMEZONE variables, the models' default connection), so that opening the queue's own
+    context never rewires a Tortoise setup of the host application."""
+    from tortoise.router import router
+    from tortoise.timezone import _reset_timezone_cache
+
+    from taskqueue_core.tortoise import models
+
+    model_classes = [getattr(models, name) for name in models.__all__]
+    routers = router._routers
+    env = {key: os.environ.get(key) for key in ("USE_TZ", "TIMEZONE")}
+    connections = {m: m._meta.default_connection for m in model_classes}
+    try:
+        yield
+    finally:
+        router._routers = routers
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        _reset_timezone_cache()
+        for model, name in connections.items():
+            if name is not None:
+                model._meta.default_connection = name
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    from tortoise.exceptions import BaseORMException
+
+    return (sqlite3.Error, BaseORMException, OSError)
+
+
+# -- events -----------------------------------------------------------------------------
+
+
+class _LocalSubscription:
+    """A subscriber of one repository object; always healthy (nothing can disconnect)."""
+
+    def __init__(self, owner: SqliteRepository, handler: EventHandler) -> None:
+        self._owner = owner
+        self.handler = handler
+
+    @property
+    def healthy(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        self._owner._unsubscribe(self)
+
+
+# -- the repository -----------------------------------------------------------------------
+
+
+class SqliteRepository:
+    """The ``TaskRepository`` on a SQLite file (or ``sqlite://:memory:``).
+
+    ``database_url``: ``sqlite://relative/path.sqlite3``, ``sqlite:///absolute/path`` or
+    ``sqlite://:memory:``; query parameters are applied as PRAGMAs. ``client``: a Tortoise
+    SQLite client of the host application to share (its connection is used, never closed;
+    the taskqueue tables are created on it if missing). Raises ``ConfigError`` for a URL
+    that is not ``sqlite://``.
+    """
+
+    supports_notify: bool = False
+
+    def __init__(self, database_url: str, *, client: Any = None) -> None:
+        if not isinstance(database_url, str) or not database_url.startswith("sqlite://"):
+            raise ConfigError(f"SqliteRepository needs a sqlite:// URL, got {database_url!r}")
+        self.database_url = database_url
+        self._given_client = client
+        self._client: Any = None
+        self._context: Any = None
+        self._prepared: Any = None  # the raw connection last prepared (functions, timeout)
+        self._open_lock = asyncio.Lock()
+        self._write_lock = asyncio.Lock()
+        self._rescuing = False
+        self._subscriptions: list[_LocalSubscription] = []
+
+    def __repr__(self) -> str:
+        return f"SqliteRepository({self.database_url!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, apply the pragmas and create any missing table and index. Idempotent.
+
+        Raises ``ConfigError`` (bad URL or client) or ``RepositoryError`` (SQLite failed,
+        or is older than 3.35)."""
+        async with self._open_lock:
+            if self._client is not None:
+                return
+            if sqlite3.sqlite_version_info < _MIN_SQLITE:
+                raise RepositoryError(
+                    f"SQLite {sqlite3.sqlite_version} is too old: taskqueue needs 3.35 or newer"
+                )
+            if self._given_client is not None:
+                await self._open_shared(self._given_client)
+            else:
+                await self._open_own()
+
+    async def _open_own(self) -> None:
+        from tortoise.context import TortoiseContext
+        from tortoise.exceptions import ConfigurationError
+
+        from taskqueue_core.tortoise.schema import create_schema, tortoise_config
+
+        context = TortoiseContext()
+        try:
+            with context, _tortoise_globals_kept():
+                await context.init(config=tortoise_config(_url_with_pragmas(self.database_url)))
+                client = context.db(_CONNECTION_NAME)
+                # The schema generator finds the models through the current context.
+                await create_schema(client)
+            async with client.acquire_connection() as conn:
+                await self._prepare(conn)
+        except ConfigurationError as exc:
+            await context.close_connections()
+            raise ConfigError(f"invalid SQLite URL {self.database_url!r}: {exc}") from exc
+        except _driver_errors() as exc:
+            await context.close_connections()
+            raise RepositoryError(f"cannot open {self.database_url!r}: {exc}") from exc
+        except BaseException:
+            await context.close_connections()
+            raise
+        self._context = context
+        self._client = client
+
+    async def _open_shared(self, client: Any) -> None:
+        from taskqueue_core.tortoise.schema import CLAIM_INDEX_SQL, create_schema
+
+        dialect = getattr(getattr(client, "capabilities", None), "dialect", None)
+        if dialect != "sqlite" or not hasattr(client, "acquire_connection"):
+            raise ConfigError(f"SqliteRepository needs a Tortoise SQLite client, got {client!r}")
+        exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'queued_tasks'"
+        try:
+            async with client.acquire_connection() as conn:
+                await self._prepare(conn)
+                found = await conn.execute_fetchall(exists)
+            if not found:
+                # Through the host's own Tortoise setup: it creates the taskqueue tables
+                # only if the host registered taskqueue_core.tortoise.models on this client.
+                await create_schema(client)
+            async with client.acquire_connection() as conn:
+                if not await conn.execute_fetchall(exists):
+                    raise RepositoryError(
+                        "the taskqueue tables are missing from the shared database: add "
+                        "'taskqueue_core.tortoise.models' to the Tortoise apps of this "
+                        "connection, or run `taskq migrate`"
+                    )
+                await conn.execute_fetchall(CLAIM_INDEX_SQL)
+        except _driver_errors() as exc:
+            raise RepositoryError(f"cannot use the shared SQLite client: {exc}") from exc
+        self._client = client
+
+    async def _prepare(self, conn: Any) -> None:
+        """Per-connection setup: the case-folding function of name filters and, on a shared
+        connection, a busy timeout at least ours."""
+        await conn.create_function("taskqueue_casefold", 1, _casefold, deterministic=True)
+        rows = await conn.execute_fetchall("PRAGMA busy_timeout")
+        if rows and int(rows[0][0]) < _BUSY_TIMEOUT_MS:
+            await conn.execute_fetchall(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        self._prepared = conn
+
+    async def close(self) -> None:
+        """Close the connection this repository opened (a shared client stays open).
+        Idempotent."""
+        async with self._open_lock:
+            context, self._context = self._context, None
+            self._client = None
+            self._prepared = None
+            if context is not None:
+                try:
+                    await context.close_connections()
+                except _driver_errors() as exc:
+                    raise RepositoryError(f"closing {self.database_url!r} failed: {exc}") from exc
+
+    def _require_client(self) -> Any:
+        if self._client is None:
+            raise RepositoryError(f"{self!r} is not open: call open() first")
+        return self._client
+
+    async def _ready(self, conn: Any) -> None:
+        """Before a statement: prepare a connection the host replaced, and roll back a
+        transaction that a cancelled call of ours left open."""
+        if conn is not self._prepared:
+            await self._prepare(conn)
+        if conn.in_transaction:
+            await conn.execute_fetchall("ROLLBACK")
+
+    @asynccontextmanager
+    async def _reading(self, verb: str, *, snapshot: bool = False) -> AsyncIterator[Any]:
+        """The raw connection for reads; ``snapshot`` wraps them in one read transaction."""
+        client = self._require_client()
+        try:
+            async with client.acquire_connection() as conn:
+                await self._ready(conn)
+                if not snapshot:
+                    yield conn
+                    return
+                await conn.execute_fetchall("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    await _rollback(conn)
+        except _driver_errors() as exc:
+            raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _writing(self, verb: str) -> AsyncIterator[Any]:
+        """The raw connection inside ``BEGIN IMMEDIATE``; commits on success, rolls back on
+        any exception. Holds the write lock throughout."""
+        client = self._require_client()
+        async with self._write_lock:
+            try:
+                async with client.acquire_connection() as conn:
+                    await self._ready(conn)
+                    # IMMEDIATE takes the write lock now: a deferred transaction that reads
+                    # first would fail with SQLITE_BUSY (no retry) on its first write if
+                    # another process wrote in between.
+                    await conn.execute_fetchall("BEGIN IMMEDIATE")
+                    try:
+                        yield conn
+                    except BaseException:
+                        await _rollback(conn)
+                        raise
+                    await conn.execute_fetchall("COMMIT")
+            except _driver_errors() as exc:
+                raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _joining(self, transaction: Any, verb: str) -> AsyncIterator[Any]:
+        """The raw connection of the caller's open Tortoise transaction, inside a savepoint
+        (all or nothing; the caller commits)."""
+        import aiosqlite
+
+        self._require_client()
+        acquire = getattr(transaction, "acquire_connection", None)
+        if acquire is None:
+            raise InvalidTaskError(
+                "transaction must be a Tortoise transaction client (from in_transaction()), "
+                f"got {transaction!r}"
+            )
+        try:
+            async with acquire() as conn:
+                if not isinstance(conn, aiosqlite.Connection):
+                    raise InvalidTaskError(f"transaction is not a SQLite connection: {conn!r}")
+                if not conn.in_transaction:
+                    raise InvalidTaskError("transaction is not inside an open transaction")
+                if conn is not self._prepared:
+                    await conn.create_function(
+                        "taskqueue_casefold", 1, _casefold, deterministic=True
+                    )
+                await conn.execute_fetchall("SAVEPOINT taskqueue_write")
+                try:
+                    yield conn
+                except BaseException:
+                    await conn.execute_fetchall("ROLLBACK TO taskqueue_write")
+                    await conn.execute_fetchall("RELEASE taskqueue_write")
+                    raise
+                await conn.execute_fetchall("RELEASE taskqueue_write")
+        except _driver_errors() as exc:
+            raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
+
+    # -- creation ----------------------------------------------------------------------
+
+    async def create_tasks(self, tasks: Sequence[NewTask], *, transaction: Any = None) -> list[int]:
+        """Insert ``tasks`` with their dependency edges, all or nothing; return their ids.
+
+        See ``TaskRepository.create_tasks``. With ``transaction`` the rows are written
+        through the caller's transaction and the ``created`` event is sent at once (the
+        SQLite write lock that transaction holds keeps claimers out until it commits).
+        Raises ``InvalidTaskError`` (bad positions, function, names), ``UnknownParent``,
+        ``ArgumentNotSerializable`` before anything is written."""
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        rows = _encode_new_tasks(tasks)
+        existing = sorted({p for task in tasks for p in task.parent_ids})
+        cm = self._joining(transaction, "create") if transaction is not None else None
+        async with cm if cm is not None else self._writing("create") as conn:
+            plan = await _insert_tasks(conn, tasks, rows, existing)
+        self._emit_changes(plan.channels, (), plan.ended)
+        return plan.ids
+
+    # -- execution ---------------------------------------------------------------------
+
+    async def claim_tasks(
+        self, server_name: str, limit: int, channels: Sequence[str] | None = None
+    ) -> list[Task]:
+        """Move up to ``limit`` ready tasks to ``doing`` for ``server_name``, in claim order.
+
+        One ``UPDATE ... RETURNING`` under the write lock: nobody else can claim between
+        the selection and the change."""
+        if limit <= 0 or (channels is not None and not channels):
+            return []
+        now = _ts(_now())
+        channel_filter = ""
+        params: list[Any] = [now, server_name, now]
+        if channels is not None:
+            channel_filter = f"AND channel IN ({_IDS})"
+            params.append(json.dumps(list(channels)))
+        params.append(limit)
+        # ORDER BY -priority, date_scheduled, id over state = 'enqueued' is exactly the
+        # partial claim index: SQLite reads the first `limit` entries in index order.
+        sql = f"""
+            UPDATE queued_tasks SET state = 'doing', date_started = ?, claimed_by = ?
+            WHERE id IN (
+                SELECT id FROM queued_tasks
+                WHERE state = 'enqueued' AND date_scheduled <= ? {channel_filter}
+                ORDER BY -priority, date_scheduled, id
+                LIMIT ?
+            )
+            {_RETURNING_TASK}
+        """
+        async with self._writing("claim") as conn:
+            rows = await conn.execute_fetchall(sql, params)
+        return sorted((_task(r) for r in rows), key=_claim_key)
+
+    async def complete_tasks(self, server_name: str, outcomes: Sequence[Outcome]) -> list[int]:
+        """Apply ``outcomes`` to tasks still ``doing`` for ``server_name``; cascade; return
+        the ids changed. Only the first outcome of a task id counts (the later ones find the
+        task no longer doing). Raises ``InvalidTransition`` for an outcome state that is
+        not a way to end an attempt, ``ArgumentNotSerializable`` for a non-JSON result."""
+        firsts: dict[int, Outcome] = {}
+        for outcome in outcomes:
+            firsts.setdefault(outcome.task_id, outcome)
+        if not firsts:
+            return []
+        now = _ts(_now())
+        params: dict[TaskState, list[dict[str, Any]]] = {state: [] for state in _OUTCOME_SQL}
+        for outcome in firsts.values():
+            state = TaskState(outcome.state)
+            if state not in _OUTCOME_SQL:
+                raise InvalidTransition(
+                    f"outcome of task {outcome.task_id}: {state.value!r} is not a way to end "
+                    "an attempt (done, failed, enqueued, cancelled or stopped)"
+                )
+            params[state].append(_outcome_params(outcome, state, now))
+        async with self._writing("complete") as conn:
+            live_rows = await conn.execute_fetchall(
+                f"SELECT id, channel FROM queued_tasks WHERE id IN ({_IDS}) "
+                "AND state = 'doing' AND claimed_by = ?",
+                (json.dumps(list(firsts)), server_name),
+            )
+            live = {row[0]: row[1] for row in live_rows}
+            for state, group in params.items():
+                group = [p for p in group if p["id"] in live]
+                if group:
+                    await conn.executemany(_OUTCOME_SQL[state], group)
+            by_state = {
+                state: [p["id"] for p in group if p["id"] in live]
+                for state, group in params.items()
+            }
+            released = await _release_children(conn, by_state[TaskState.DONE])
+            failed = await _cascade(conn, by_state[TaskState.FAILED], TaskState.FAILED, now)
+            cancelled = await _cascade(
+                conn, by_state[TaskState.CANCELLED], TaskState.CANCELLED, now
+            )
+        changed = [task_id for task_id in firsts if task_id in live]
+        retried = by_state[TaskState.ENQUEUED]
+        channels = [live[i] for i in retried] + [channel for _, channel in released]
+        ended = {i for i in changed if i not in set(retried)} | set(failed) | set(cancelled)
+        self._emit_changes(channels, (), ended)
+        return changed
+
+    async def get_states(self, task_ids: Sequence[int]) -> dict[int, TaskState]:
+        """The current state of each existing id (missing ids are left out)."""
+        ids = _ids(task_ids)
+        if not ids:
+            return {}
+        async with self._reading("get_states") as conn:
+            rows = await conn.execute_fetchall(
+                f"SELECT id, state FROM queued_tasks WHERE id IN ({_IDS})", (json.dumps(ids),)
+            )
+        states = {row[0]: TaskState(row[1]) for row in rows}
+        return {i: states[i] for i in ids if i in states}
+
+    async def update_contexts(self, contexts: Mapping[int, dict[str, Any]]) -> None:
+        """Replace the stored context of each task (any state; missing ids are ignored).
+        Raises ``ArgumentNotSerializable`` (nothing written) for a non-JSON context."""
+        params = []
+        for task_id, context in contexts.items():
+            if not isinstance(context, dict):
+                raise ArgumentNotSerializable(
+                    f"context of task {task_id} must be a dict, got {type(context).__name__}"
+                )
+            params.append((_dump(context, f"context of task {task_id}"), task_id))
+        if not params:
+            return
+        async with self._writing("update_contexts") as conn:
+            await conn.executemany("UPDATE queued_tasks SET context = ? WHERE id = ?", params)
+
+    async def append_logs(self, records: Sequence[NewLogRecord]) -> None:
+        """Insert log rows; ``date_created`` None means now. Records of missing tasks are
+        dropped. Raises ``ArgumentNotSerializable`` (nothing written) for non-JSON info."""
+        now = _ts(_now())
+        params = [
+            {
+                "task_id": r.task_id,
+                "type": r.type,
+                "name": r.name,
+                "message": r.message,
+                "info": None if r.info is None else _dump(r.info, f"log info of task {r.task_id}"),
+                "date": now if r.date_created is None else _ts(r.date_created),
+            }
+            for r in records
+        ]
+        if not params:
+            return
+        async with self._writing("append_logs") as conn:
+            await conn.executemany(
+                "INSERT INTO queued_task_logs "
+                "(queued_task_id, type, name, message, info, date_created) "
+                "SELECT :task_id, :type, :name, :message, :info, :date "
+                "WHERE EXISTS (SELECT 1 FROM queued_tasks WHERE id = :task_id)",
+                params,
+            )
+
+    # -- control (admin writes) --------------------------------------------------------
+
+    async def cancel_tasks(self, task_ids: Sequence[int]) -> list[int]:
+        """Cancel waiting, enqueued or doing tasks and, recursively, their waiting
+        descendants (``ParentCancelled``); return every id changed."""
+        return await self._interrupt(task_ids, TaskState.CANCELLED)
+
+    async def stop_tasks(self, task_ids: Sequence[int]) -> list[int]:
+        """Stop waiting, enqueued or doing tasks; their descendants stay waiting."""
+        return await self._interrupt(task_ids, TaskState.STOPPED)
+
+    async def _interrupt(self, task_ids: Sequence[int], state: TaskState) -> list[int]:
+        ids = _ids(task_ids)
+        if not ids:
+            return []
+        now = _ts(_now())
+        date_column = "date_cancelled" if state is TaskState.CANCELLED else "date_stopped"
+        async with self._writing(f"{state.value} tasks") as conn:
+            # RETURNING yields the new row; the old state is read first to know which
+            # tasks were running (their workers get a ``control`` event).
+            doing_rows = await conn.execute_fetchall(
+                f"SELECT id FROM queued_tasks WHERE id IN ({_IDS}) AND state = 'doing'",
+                (json.dumps(ids),),
+            )
+            rows = await conn.execute_fetchall(
+                f"UPDATE queued_tasks SET state = ?, {date_column} = ?, date_ended = ? "
+                f"WHERE id IN ({_IDS}) AND state IN ('waiting', 'enqueued', 'doing') "
+                "RETURNING id",
+                (state.value, now, now, json.dumps(ids)),
+            )
+            changed_set = {row[0] for row in rows}
+            changed = [i for i in ids if i in changed_set]
+            descendants: list[int] = []
+            if state is TaskState.CANCELLED:
+                descendants = await _cascade(conn, changed, TaskState.CANCELLED, now)
+        were_doing = {row[0] for row in doing_rows} & changed_set
+        everything = sorted({*changed, *descendants})
+        self._emit_changes((), were_doing, everything)
+        return everything
+
+    async def retry_tasks(self, task_ids: Sequence[int]) -> list[int]:
+        """Put failed, cancelled or stopped tasks back (``enqueued``, or ``waiting`` while a
+        parent is not done) with ``retry_count`` 0 and no error or end dates, and restore to
+        ``waiting`` the descendants failed or cancelled because of them. Returns the ids
+        changed: the retried tasks, then the restored descendants."""
+        ids = _ids(task_ids)
+        if not ids:
+            return []
+        now = _ts(_now())
+        pending = (
+            "(SELECT COUNT(*) FROM queued_task_dependencies AS d "
+            "JOIN queued_tasks AS p ON p.id = d.parent_id "
+            "WHERE d.task_id = queued_tasks.id AND p.state <> 'done')"
+        )
+        cleared = (
+            "exception_name = NULL, exception_message = NULL, exception_info = NULL, "
+            "date_failed = NULL, date_cancelled = NULL, date_stopped = NULL, "
+            "date_ended = NULL, claimed_by = NULL"
+        )
+        ended_by_parent = (
+            f"((t.state = 'failed' AND t.exception_name = '{PARENT_FAILED}') "
+            f"OR (t.state = 'cancelled' AND t.exception_name = '{PARENT_CANCELLED}'))"
+        )
+        async with self._writing("retry") as conn:
+            retried = await conn.execute_fetchall(
+                f"""
+                UPDATE queued_tasks SET
+                    pending_parents = {pending},
+                    state = CASE WHEN {pending} > 0 THEN 'waiting' ELSE 'enqueued' END,
+                    retry_count = 0,
+                    date_scheduled = ?,
+                    {cleared}
+                WHERE id IN ({_IDS}) AND state IN ('failed', 'cancelled', 'stopped')
+                RETURNING id, state, channel
+                """,
+                (now, json.dumps(ids)),
+            )
+            restored = []
+            if retried:
+                # Descendants that a cascade from these tasks ended, through chains of
+                # tasks ended the same way; each waits again for its parents.
+                restored = await conn.execute_fetchall(
+                    f"""
+                    WITH RECURSIVE lost(id) AS (
+                        SELECT d.task_id FROM queued_task_dependencies AS d
+                        JOIN queued_tasks AS t ON t.id = d.task_id
+                        WHERE d.parent_id IN ({_IDS}) AND {ended_by_parent}
+                        UNION
+                        SELECT d.task_id FROM lost
+                        JOIN queued_task_dependencies AS d ON d.parent_id = lost.id
+                        JOIN queued_tasks AS t ON t.id = d.task_id
+                        WHERE {ended_by_parent}
+                    )
+                    UPDATE queued_tasks SET
+                        pending_parents = {pending},
+                        state = CASE WHEN {pending} > 0 THEN 'waiting' ELSE 'enqueued' END,
+                        {cleared}
+                    WHERE id IN (SELECT id FROM lost)
+                    RETURNING id, state, channel
+                    """,
+                    (json.dumps([row[0] for row in retried]),),
+                )
+        rows = [*retried, *restored]
+        ready = (row[2] for row in rows if row[1] == TaskState.ENQUEUED)
+        self._emit_changes(ready, (), ())
+        return sorted(row[0] for row in rows)
+
+    async def delete_pending(self, channel: str | None = None) -> int:
+        """Delete waiting and enqueued tasks (of ``channel``, or all) with their logs and
+        edges; return how many tasks."""
+        where = "state IN ('waiting', 'enqueued')"
+        params: tuple[Any, ...] = ()
+        if channel is not None:
+            where += " AND channel = ?"
+            params = (channel,)
+        async with self._writing("delete_pending") as conn:
+            return await _delete_tasks(conn, where, params)
+
+    # -- servers and maintenance -------------------------------------------------------
+
+    async def register_server(self, server: ServerInfo) -> None:
+        """Insert or replace the row of ``server.server_name`` (running, heartbeat now)."""
+        now = _now()
+        started = server.started_at or now
+        async with self._writing("register_server") as conn:
+            await conn.execute_fetchall(
+                """
+                INSERT INTO queued_task_workers (server_name, hostname, pid, max_workers,
+                    active_workers, idle_workers, is_running, last_heartbeat, started_at, version)
+                VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?)
+                ON CONFLICT (server_name) DO UPDATE SET
+                    hostname = excluded.hostname, pid = excluded.pid,
+                    max_workers = excluded.max_workers,
+                    active_workers = excluded.active_workers,
+                    idle_workers = excluded.idle_workers, is_running = 1,
+                    last_heartbeat = excluded.last_heartbeat,
+                    started_at = excluded.started_at, version = excluded.version
+                """,
+                (
+                    server.server_name,
+                    server.hostname,
+                    server.pid,
+                    server.max_workers,
+                    server.active_workers,
+                    server.idle_workers,
+                    _ts(now),
+                    _ts(started),
+                    server.version,
+                ),
+            )
+
+    async def heartbeat(self, server_name: str, active_workers: int, idle_workers: int) -> bool:
+        """Record that the server is alive now; False when it has no row (re-register)."""
+        async with self._writing("heartbeat") as conn:
+            rows = await conn.execute_fetchall(
+                "UPDATE queued_task_workers SET last_heartbeat = ?, active_workers = ?, "
+                "idle_workers = ? WHERE server_name = ? RETURNING id",
+                (_ts(_now()), active_workers, idle_workers, server_name),
+            )
+        return bool(rows)
+
+    async def unregister_server(self, server_name: str) -> None:
+        """Delete the server's row."""
+        async with self._writing("unregister_server") as conn:
+            await conn.execute_fetchall(
+                "DELETE FROM queued_task_workers WHERE server_name = ?", (server_name,)
+            )
+
+    async def rescue_stale(self, stale_before: datetime) -> list[int]:
+        """Re-enqueue (or, attempts used up, fail with ``WorkerLost``) the tasks doing on
+        servers silent since ``stale_before`` or without a row, started before it; delete
+        those servers' rows; return the rescued ids. A call made while another one of this
+        repository runs returns [] at once; across processes the write lock serializes
+        them and the later one finds nothing left to do."""
+        if self._rescuing:
+            return []
+        self._rescuing = True
+        try:
+            return await self._rescue(_ts(stale_before))
+        finally:
+            self._rescuing = False
+
+    async def _rescue(self, stale: str) -> list[int]:
+        now = _ts(_now())
+        used_up = "retry_count >= max_retries"
+        async with self._writing("rescue_stale") as conn:
+            rows = await conn.execute_fetchall(
+                f"""
+                UPDATE queued_tasks SET
+                    state = CASE WHEN {used_up} THEN 'failed' ELSE 'enqueued' END,
+                    date_failed = CASE WHEN {used_up} THEN :now ELSE date_failed END,
+                    date_ended = CASE WHEN {used_up} THEN :now ELSE date_ended END,
+                    date_scheduled = CASE WHEN {used_up} THEN date_scheduled ELSE :now END,
+                    exception_name = :lost,
+                    exception_message = 'server ' || COALESCE(claimed_by, '(none)')
+                        || ' stopped sending heartbeats while running the task',
+                    exception_info = NULL,
+                    claimed_by = CASE WHEN {used_up} THEN claimed_by ELSE NULL END,
+                    retry_count = CASE WHEN {used_up} THEN retry_count ELSE retry_count + 1 END
+                WHERE state = 'doing' AND date_started < :stale
+                  AND (claimed_by IS NULL OR claimed_by NOT IN (
+                      SELECT server_name FROM queued_task_workers WHERE last_heartbeat >= :stale
+                  ))
+                RETURNING id, state, channel
+                """,
+                {"now": now, "lost": _WORKER_LOST, "stale": stale},
+            )
+            await conn.execute_fetchall(
+                "DELETE FROM queued_task_workers WHERE last_heartbeat < ?", (stale,)
+            )
+            failed = sorted(row[0] for row in rows if row[1] == TaskState.FAILED)
+            descendants = await _cascade(conn, failed, TaskState.FAILED, now)
+        requeued = (row[2] for row in rows if row[1] == TaskState.ENQUEUED)
+        self._emit_changes(requeued, (), [*failed, *descendants])
+        return sorted(row[0] for row in rows)
+
+    async def prune(self, ended_before: datetime) -> int:
+        """Delete finished tasks ended before ``ended_before`` with their logs and edges;
+        their children keep existing (``parent_task`` becomes null). Returns the count."""
+        async with self._writing("prune") as conn:
+            return await _delete_tasks(
+                conn, f"state IN {_FINISHED} AND date_ended < ?", (_ts(ended_before),)
+            )
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
+        """The existing tasks among ``task_ids``, in the given order (missing ids left out)."""
+        wanted = [operator.index(i) for i in task_ids]
+        ids = _ids(wanted)
+        if not ids:
+            return []
+        async with self._reading("get_tasks") as conn:
+            rows = await conn.execute_fetchall(
+                f"SELECT {_TASK_COLUMNS} FROM queued_tasks WHERE id IN ({_IDS})",
+                (json.dumps(ids),),
+            )
+        found = {task.id: task for task in map(_task, rows)}
+        return [found[i] for i in wanted if i in found]
+
+    async def list_tasks(
+        self, filter: TaskFilter | None = None, *, limit: int = 50, offset: int = 0
+    ) -> TaskPage:
+        """Tasks matching ``filter``, newest (highest id) first, and the total that match.
+        ``enqueued_after`` is inclusive, ``enqueued_before`` exclusive (a half-open range);
+        a negative ``limit`` or ``offset`` counts as 0."""
+        limit, offset = max(limit, 0), max(offset, 0)
+        where, params = _filter_sql(filter or TaskFilter())
+        async with self._reading("list_tasks", snapshot=True) as conn:
+            total_rows = await conn.execute_fetchall(
+                f"SELECT COUNT(*) FROM queued_tasks WHERE {where}", params
+            )
+            rows = await conn.execute_fetchall(
+                f"SELECT {_TASK_COLUMNS} FROM queued_tasks WHERE {where} "
+                "ORDER BY id DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+        return TaskPage(tasks=[_task(r) for r in rows], total=int(total_rows[0][0]))
+
+    async def get_tree(self, task_id: int) -> TaskTree:
+        """The task and every descendant (by id), with the edges between them (sorted).
+        Raises ``UnknownTask``."""
+        tree = (
+            "WITH RECURSIVE tree(id) AS (SELECT ? UNION SELECT d.task_id FROM tree "
+            "JOIN queued_task_dependencies AS d ON d.parent_id = tree.id) "
+        )
+        async with self._reading("get_tree", snapshot=True) as conn:
+            rows = await conn.execute_fetchall(
+                f"{tree} SELECT {_TASK_COLUMNS} FROM queued_tasks "
+                "WHERE id IN (SELECT id FROM tree) ORDER BY id",
+                (task_id,),
+            )
+            edges = await conn.execute_fetchall(
+                f"{tree} SELECT task_id, parent_id FROM queued_task_dependencies "
+                "WHERE task_id IN (SELECT id FROM tree) AND parent_id IN (SELECT id FROM tree) "
+                "ORDER BY task_id, parent_id",
+                (task_id,),
+            )
+        tasks = [_task(r) for r in rows]
+        if not any(task.id == task_id for task in tasks):
+            raise UnknownTask(f"no task has id {task_id}")
+        return TaskTree(tasks=tasks, edges=[(row[0], row[1]) for row in edges])
+
+    async def get_logs(
+        self, task_id: int, *, after_id: int | None = None, limit: int = 200
+    ) -> list[LogRecord]:
+        """Log rows of the task, oldest (lowest id) first, with id greater than ``after_id``."""
+        async with self._reading("get_logs") as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT id, queued_task_id, type, name, message, info, date_created "
+                "FROM queued_task_logs WHERE queued_task_id = ? AND id > ? "
+                "ORDER BY id LIMIT ?",
+                (task_id, after_id if after_id is not None else 0, max(limit, 0)),
+            )
+        records = []
+        for row in rows:
+            created = _dt(row[6])
+            assert created is not None  # NOT NULL column
+            records.append(
+                LogRecord(
+                    id=row[0],
+                    task_id=row[1],
+                    type=row[2],
+                    name=row[3],
+                    message=row[4],
+                    info=_load(row[5]),
+                    date_created=created,
+                )
+            )
+        return records
+
+    async def stats(self) -> Stats:
+        """Counts by state (every state, zeros included) and by channel (states present),
+        tasks done and failed in the last minute, and totals of the running servers."""
+        since = _ts(_now() - timedelta(minutes=1))
+        async with self._reading("stats", snapshot=True) as conn:
+            counts = await conn.execute_fetchall(
+                "SELECT channel, state, COUNT(*) FROM queued_tasks GROUP BY channel, state"
+            )
+            recent = await conn.execute_fetchall(
+                "SELECT COALESCE(SUM(date_done >= :since), 0), "
+                "COALESCE(SUM(date_failed >= :since), 0) FROM queued_tasks "
+                "WHERE date_done >= :since OR date_failed >= :since",
+                {"since": since},
+            )
+            servers = await conn.execute_fetchall(
+                "SELECT COUNT(*), COALESCE(SUM(max_workers), 0), "
+                "COALESCE(SUM(active_workers), 0), COALESCE(SUM(idle_workers), 0) "
+                "FROM queued_task_workers WHERE is_running"
+            )
+        by_state = {state.value: 0 for state in TaskState}
+        by_channel: dict[str, dict[str, int]] = {}
+        for channel, state, count in counts:
+            by_state[state] = by_state.get(state, 0) + count
+            by_channel.setdefault(channel, {})[state] = count
+        running, total, active, idle = servers[0]
+        return Stats(
+            by_state=by_state,
+            by_channel=by_channel,
+            done_last_minute=int(recent[0][0]),
+            failed_last_minute=int(recent[0][1]),
+            servers_running=int(running),
+            workers_total=int(total),
+            workers_active=int(active),
+            workers_idle=int(idle),
+        )
+
+    async def list_servers(self) -> list[ServerInfo]:
+        """Every registered server, by name."""
+        async with self._reading("list_servers") as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT server_name, hostname, pid, max_workers, active_workers, idle_workers, "
+                "is_running, last_heartbeat, started_at, version "
+                "FROM queued_task_workers ORDER BY server_name"
+            )
+        return [
+            ServerInfo(
+                server_name=row[0],
+                hostname=row[1],
+                pid=row[2],
+                max_workers=row[3],
+                active_workers=row[4],
+                idle_workers=row[5],
+                is_running=bool(row[6]),
+                last_heartbeat=_dt(row[7]),
+                started_at=_dt(row[8]),
+                version=row[9],
+            )
+            for row in rows
+        ]
+
+    # -- events ------------------------------------------------------------------------
+
+    async def subscribe(self, handler: EventHandler) -> Subscription:
+        """Deliver every event of this repository object to ``handler`` until closed."""
+        subscription = _LocalSubscription(self, handler)
+        self._subscriptions.append(subscription)
+        return subscription
+
+    async def publish(self, event: Event) -> None:
+        """Send ``event`` to every subscriber of this repository object."""
+        self._dispatch(event)
+
+    def _unsubscribe(self, subscription: _LocalSubscription) -> None:
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+
+    def _emit_changes(
+        self, channels: Iterable[str], control: Iterable[int], ended: Iterable[int]
+    ) -> None:
+        """The events of one write, in the order every backend sends them: ``created``
+        (channels made ready, sorted), ``control`` (tasks interrupted while doing), then
+        ``ended`` (ids ascending); an event with nothing to name is not sent."""
+        ready = tuple(sorted(set(channels)))
+        if ready:
+            self._dispatch(Event(kind="created", channels=ready))
+        interrupted = tuple(sorted(set(control)))
+        if interrupted:
+            self._dispatch(Event(kind="control", task_ids=interrupted))
+        finished = tuple(sorted(set(ended)))
+        if finished:
+            self._dispatch(Event(kind="ended", task_ids=finished))
+
+    def _dispatch(self, event: Event) -> None:
+        # Called after the commit, in the event loop; a failing handler must not undo
+        # a write that already happened, nor starve the other subscribers.
+        for subscription in list(self._subscriptions):
+            try:
+                subscription.handler(event)
+            except Exception:
+                logger.exception("taskqueue event handler %r failed", subscription.handler)
+
+
+# -- statements shared by several verbs -------------------------------------------------
+
+
+async def _rollback(conn: Any) -> None:
+    """Roll back the open transaction, if any. A failure here leaves the transaction to
+    ``SqliteRepository._ready``, which rolls it back before the next statement."""
+    try:
+        if conn.in_transaction:
+            await conn.execute_fetchall("ROLLBACK")
+    except (sqlite3.Error, ValueError):
+        logger.debug("rollback failed; the next call rolls back", exc_info=True)
+
+
+def _unique(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+_OUTCOME_ERROR = (
+    "exception_name = CASE WHEN :error_name IS NULL THEN exception_name ELSE :error_name END, "
+    "exception_message = CASE WHEN :error_name IS NULL THEN exception_message "
+    "ELSE :error_message END, "
+    "exception_info = CASE WHEN :error_name IS NULL THEN exception_info ELSE :error_info END"
+)
+_OUTCOME_COMMON = (
+    "execution_time = COALESCE(:execution_time, execution_time), "
+    "context = COALESCE(:context, context)"
+)
+_OUTCOME_SQL: dict[TaskState, str] = {
+    TaskState.DONE: (
+        "UPDATE queued_tasks SET state = 'done', result = :result, date_done = :now, "
+        "date_ended = :now, exception_name = NULL, exception_message = NULL, "
+        f"exception_info = NULL, {_OUTCOME_COMMON} WHERE id = :id"
+    ),
+    TaskState.FAILED: (
+        "UPDATE queued_tasks SET state = 'failed', exception_name = :error_name, "
+        "exception_message = :error_message, exception_info = :error_info, "
+        f"date_failed = :now, date_ended = :now, {_OUTCOME_COMMON} WHERE id = :id"
+    ),
+    TaskState.ENQUEUED: (
+        "UPDATE queued_tasks SET state = 'enqueued', claimed_by = NULL, "
+        "retry_count = retry_count + :attempt, date_scheduled = :retry_at, "
+        f"{_OUTCOME_ERROR}, {_OUTCOME_COMMON} WHERE id = :id"
+    ),
+    TaskState.CANCELLED: (
+        "UPDATE queued_tasks SET state = 'cancelled', date_cancelled = :now, "
+        f"date_ended = :now, {_OUTCOME_COMMON} WHERE id = :id"
+    ),
+    TaskState.STOPPED: (
+        "UPDATE queued_tasks SET state = 'stopped', date_stopped = :now, "
+        f"date_ended = :now, {_OUTCOME_COMMON} WHERE id = :id"
+    ),
+}
+
+
+def _outcome_params(outcome: Outcome, state: TaskState, now: str) -> dict[str, Any]:
+    """The named parameters of ``_OUTCOME_SQL[state]`` for one outcome (every statement
+    gets the same keys; sqlite3 ignores those a statement does not name)."""
+    what = f"task {outcome.task_id}"
+    context = outcome.context
+    if context is not None and not isinstance(context, dict):
+        raise ArgumentNotSerializable(f"context of {what} must be a dict")
+    return {
+        "id": outcome.task_id,
+        "now": now,
+        "result": _dump_result(outcome.result, f"result of {what}")
+        if state is TaskState.DONE
+        else None,
+        "error_name": outcome.error_name,
+        "error_message": outcome.error_message,
+        "error_info": outcome.error_info,
+        "execution_time": outcome.execution_time,
+        "context": None if context is None else _dump(context, f"context of {what}"),
+        "attempt": 1 if outcome.count_attempt else 0,
+        "retry_at": now if outcome.retry_at is None else _ts(outcome.retry_at),
+    }
+
+
+async def _release_children(conn: Any, done_ids: list[int]) -> list[tuple[int, str]]:
+    """Count ``done_ids`` off their children's ``pending_parents``; a waiting child at zero
+    becomes enqueued. Returns (id, channel) of the children released."""
+    if not done_ids:
+        return []
+    rows = await conn.execute_fetchall(
+        f"""
+        UPDATE queued_tasks SET
+            pending_parents = MAX(pending_parents - c.n, 0),
+            state = CASE WHEN state = 'waiting' AND pending_parents - c.n <= 0
+                         THEN 'enqueued' ELSE state END
+        FROM (
+            SELECT task_id, COUNT(*) AS n FROM queued_task_dependencies
+            WHERE parent_id IN ({_IDS}) GROUP BY task_id
+        ) AS c
+        WHERE queued_tasks.id = c.task_id
+        RETURNING queued_tasks.id, queued_tasks.state, queued_tasks.channel,
+                  queued_tasks.pending_parents
+        """,
+        (json.dumps(done_ids),),
+    )
+    # A released row reads enqueued with nothing pending; a child that was already
+    # enqueued cannot be among them (it had a parent not done until now).
+    return sorted((row[0], row[2]) for row in rows if row[1] == TaskState.ENQUEUED and row[3] == 0)
+
+
+async def _cascade(conn: Any, roots: list[int], state: TaskState, now: str) -> list[int]:
+    """End the waiting descendants of ``roots`` (which just became ``state``: failed or
+    cancelled), recursively through the descendants ended here. Each gets
+    ``ParentFailed``/``ParentCancelled`` and a message naming the task among ``roots``
+    whose end reached it. Returns their ids, sorted."""
+    if not roots:
+        return []
+    if state is TaskState.FAILED:
+        name, verb, date_column = PARENT_FAILED, "failed", "date_failed"
+    else:
+        name, verb, date_column = PARENT_CANCELLED, "was cancelled", "date_cancelled"
+    rows = await conn.execute_fetchall(
+        f"""
+        WITH RECURSIVE doomed(id, root) AS (
+            SELECT d.task_id, d.parent_id FROM queued_task_dependencies AS d
+            JOIN queued_tasks AS t ON t.id = d.task_id
+            WHERE d.parent_id IN (SELECT value FROM json_each(:roots)) AND t.state = 'waiting'
+            UNION
+            SELECT d.task_id, doomed.root FROM doomed
+            JOIN queued_task_dependencies AS d ON d.parent_id = doomed.id
+            JOIN queued_tasks AS t ON t.id = d.task_id
+            WHERE t.state = 'waiting'
+        ),
+        picked AS (SELECT id, MIN(root) AS root FROM doomed GROUP BY id)
+        UPDATE queued_tasks SET
+            state = :state, exception_name = :name, exception_info = NULL,
+            exception_message = 'parent task ' || picked.root || ' ' || :verb,
+            {date_column} = :now, date_ended = :now
+        FROM picked
+        WHERE queued_tasks.id = picked.id AND queued_tasks.state = 'waiting'
+        RETURNING queued_tasks.id
+        """,
+        {"roots": json.dumps(roots), "state": state.value, "name": name, "verb": verb, "now": now},
+    )
+    return sorted(row[0] for row in rows)
+
+
+async def _delete_tasks(conn: Any, where: str, params: Sequence[Any]) -> int:
+    """Delete the tasks matching ``where`` with their logs and edges; unlink children.
+    Explicit rather than by foreign keys, so it holds on a connection that has them off."""
+    ids = [row[0] for row in await conn.execute_fetchall(
+        f"SELECT id FROM queued_tasks WHERE {where}", params
+    )]  # fmt: skip
+    if not ids:
+        return 0
+    doomed = (json.dumps(ids),)
+    await conn.execute_fetchall(
+        f"DELETE FROM queued_task_logs WHERE queued_task_id IN ({_IDS})", doomed
+    )
+    await conn.execute_fetchall(
+        f"DELETE FROM queued_task_dependencies WHERE task_id IN ({_IDS}) OR parent_id IN ({_IDS})",
+        doomed * 2,
+    )
+    await conn.execute_fetchall(
+        f"UPDATE queued_tasks SET parent_task = NULL WHERE parent_task IN ({_IDS})", doomed
+    )
+    await conn.execute_fetchall(f"DELETE FROM queued_tasks WHERE id IN ({_IDS})", doomed)
+    return len(ids)
+
+
+def _filter_sql(f: TaskFilter) -> tuple[str, list[Any]]:
+    clauses = ["1"]
+    params: list[Any] = []
+    if f.states is not None:
+        clauses.append(f"state IN ({_IDS})")
+        params.append(json.dumps([TaskState(s).value for s in f.states]))
+    if f.name is not None:
+        clauses.append("instr(taskqueue_casefold(name), ?) > 0")
+        params.append(f.name.casefold())
+    if f.channel is not None:
+        clauses.append("channel = ?")
+        params.append(f.channel)
+    if f.parent_task is not None:
+        clauses.append("parent_task = ?")
+        params.append(f.parent_task)
+    if f.enqueued_after is not None:
+        clauses.append("date_enqueued >= ?")
+        params.append(_ts(f.enqueued_after))
+    if f.enqueued_before is not None:
+        clauses.append("date_enqueued < ?")
+        params.append(_ts(f.enqueued_before))
+    return " AND ".join(clauses), params
+
+
+# -- creation ---------------------------------------------------------------------------
+
+
+class _Plan:
+    """What ``_insert_tasks`` did: ids in order, channels made ready, tasks born ended."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.channels: tuple[str, ...] = ()
+        self.ended: list[int] = []
+
+
+def _encode_new_tasks(tasks: list[NewTask]) -> list[dict[str, Any]]:
+    """Check every task and serialize its fields; raises before anything is written."""
+    encoded = []
+    for position, task in enumerate(tasks):
+        what = f"task {position} ({task.name!r})"
+        if not isinstance(task.name, str) or not 0 < len(task.name) <= 255:
+            raise InvalidTaskError(f"{what}: name must be 1 to 255 characters")
+        if not isinstance(task.channel, str) or not 0 < len(task.channel) <= 64:
+            raise InvalidTaskError(f"{what}: channel must be 1 to 64 characters")
+        ref = task.function
+        by_path = ref.module_name is not None and ref.function_name is not None
+        if by_path == (ref.serialized_function is not None):
+            raise InvalidTaskError(
+                f"{what}: the function must be either an import path or a serialized blob"
+            )
+        for position_of_parent in task.batch_parents:
+            if not 0 <= position_of_parent < position:
+                raise InvalidTaskError(
+                    f"{what}: batch parent {position_of_parent} is not an earlier position"
+                )
+        if not isinstance(task.args, list | tuple):
+            raise InvalidTaskError(f"{what}: args must be a list, got {type(task.args).__name__}")
+        for label, value in (("kwargs", task.kwargs), ("context", task.context)):
+            if not isinstance(value, dict):
+                raise InvalidTaskError(
+                    f"{what}: {label} must be a dict, got {type(value).__name__}"
+                )
+        if task.max_retries < 0:
+            raise InvalidTaskError(f"{what}: max_retries must be 0 or more")
+        encoded.append(
+            {
+                "name": task.name,
+                "module_name": ref.module_name,
+                "function_name": ref.function_name,
+                "serialized_function": ref.serialized_function,
+                "signature": ref.signature,
+                "args": _dump(list(task.args), f"{what}: args"),
+                "kwargs": _dump(task.kwargs, f"{what}: kwargs"),
+                "context": _dump(task.context, f"{what}: context"),
+                "channel": task.channel,
+                "priority": task.priority,
+                "max_retries": task.max_retries,
+                "timeout": task.timeout,
+                "date_scheduled": None if task.date_scheduled is None else _ts(task.date_scheduled),
+            }
+        )
+    return encoded
+
+
+async def _insert_tasks(
+    conn: Any, tasks: list[NewTask], rows: list[dict[str, Any]], existing: list[int]
+) -> _Plan:
+    """Insert the checked ``rows`` of ``tasks`` and their edges (4 statements in all)."""
+    states: dict[int, str] = {}
+    if existing:
+        found = await conn.execute_fetchall(
+            f"SELECT id, state FROM queued_tasks WHERE id IN ({_IDS})", (json.dumps(existing),)
+        )
+        states = {row[0]: row[1] for row in found}
+        for task in tasks:
+            for parent in task.parent_ids:
+                if parent not in states:
+                    raise UnknownParent(f"parent task {parent} does not exist")
+    # Ids are assigned here, under the write lock, so that the edges of parents created in
+    # this same batch can be written with one executemany. AUTOINCREMENT never reuses an
+    # id, so start above both the sequence and the current maximum.
+    base_rows = await conn.execute_fetchall(
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'queued_tasks'), 0),"
+        " COALESCE((SELECT MAX(id) FROM queued_tasks), 0))"
+    )
+    base = int(base_rows[0][0])
+    now = _ts(_now())
+    plan = _Plan()
+    ready: list[str] = []
+    edges: list[tuple[int, int]] = []
+    for position, (task, row) in enumerate(zip(tasks, rows, strict=True)):
+        task_id = base + position + 1
+        parents = list(
+            dict.fromkeys([*task.parent_ids, *(base + p + 1 for p in task.batch_parents)])
+        )
+        row.update(
+            id=task_id,
+            parent_task=parents[0] if parents else None,
+            pending_parents=sum(1 for p in parents if states[p] != TaskState.DONE),
+            date_enqueued=now,
+            date_scheduled=row["date_scheduled"] or now,
+            exception_name=None,
+            exception_message=None,
+            date_failed=None,
+            date_cancelled=None,
+            date_ended=None,
+        )
+        # Born ended if a parent already failed or was cancelled, as if it had just ended.
+        # As if that parent had just ended; a failure wins over a cancellation.
+        ended_parent = next((p for p in parents if states[p] == TaskState.FAILED), None)
+        if ended_parent is None:
+            ended_parent = next((p for p in parents if states[p] == TaskState.CANCELLED), None)
+        if ended_parent is not None:
+            failed = states[ended_parent] == TaskState.FAILED
+            state = TaskState.FAILED if failed else TaskState.CANCELLED
+            row.update(
+                exception_name=PARENT_FAILED if failed else PARENT_CANCELLED,
+                exception_message=(
+                    f"parent task {ended_parent} {'failed' if failed else 'was cancelled'}"
+                ),
+                date_ended=now,
+                **{"date_failed" if failed else "date_cancelled": now},
+            )
+            plan.ended.append(task_id)
+        elif row["pending_parents"]:
+            state = TaskState.WAITING
+        else:
+            state = TaskState.ENQUEUED
+            ready.append(task.channel)
+        row["state"] = state.value
+        states[task_id] = state.value
+        edges.extend((task_id, parent) for parent in parents)
+        plan.ids.append(task_id)
+    await conn.executemany(
+        """
+        INSERT INTO queued_tasks (id, name, module_name, function_name, serialized_function,
+            signature, state, args, kwargs, context, result, parent_task, pending_parents,
+            channel, priority, retry_count, max_retries, timeout, date_enqueued,
+            date_scheduled, date_failed, date_cancelled, date_ended, exception_name,
+            exception_message)
+        VALUES (:id, :name, :module_name, :function_name, :serialized_function, :signature,
+            :state, :args, :kwargs, :context, NULL, :parent_task, :pending_parents, :channel,
+            :priority, 0, :max_retries, :timeout, :date_enqueued, :date_scheduled,
+            :date_failed, :date_cancelled, :date_ended, :exception_name, :exception_message)
+        """,
+        rows,
+    )
+    if edges:
+        await conn.executemany(
+            "INSERT INTO queued_task_dependencies (task_id, parent_id) VALUES (?, ?)", edges
+        )
+    plan.channels = _unique(ready)
+    return plan

@@ -6,8 +6,8 @@ The hot path, and how it stays cheap:
   The claim loop claims again when a slot frees only if more work may be ready (the last
   claim filled every free slot, a ``created`` event arrived, or a poll is due), so a quiet
   queue costs no query per finished task.
-- **Runs**: a coroutine function runs as a named asyncio task under ``asyncio.timeout``; a
-  plain function runs in a thread pool (``loop.run_in_executor``) inside a copy of the task's
+- **Runs**: a coroutine function runs as a named asyncio task; a plain function runs in a
+  thread pool (``loop.run_in_executor``) inside a copy of the task's
   ``contextvars`` context, so ``set_context``, loggers and whatever the ``pre_run`` hooks set
   reach it. Functions come from ``queue.codec.load``; a refused reference fails the task
   before any of its code runs.
@@ -24,9 +24,14 @@ exception's name, message and traceback text. A result that is not JSON, a funct
 longer resolves or whose signature does not match, and arguments that do not fit the
 function's parameters fail at once, without retries (running again would not help).
 
+Timeouts (``task.timeout``, else ``config.task_timeout`` read live) are enforced by one
+watchdog task that looks at the running tasks every ``WATCH_TICK`` seconds and interrupts
+those past their deadline (a per-task timer would cost more than a no-op task itself); the
+interrupted task fails with ``TimeoutError`` and the traceback of where it was waiting.
+
 Control: ``control`` events (an admin cancelled or stopped a running task) interrupt the
 task's asyncio task at once; when events cannot reach this process (no cross-process notify,
-or the subscription is unhealthy) the worker reads the states of its running tasks every
+or the subscription is unhealthy) the watchdog reads the states of the running tasks every
 second instead. The repository already wrote the final state, so the worker writes no
 outcome for such a task (only its pending context and log lines).
 
@@ -75,6 +80,9 @@ CONTEXT_PERIOD = 0.2
 STATE_CHECK_INTERVAL = 1.0
 """Seconds between reads of running tasks' states when control events cannot arrive."""
 
+WATCH_TICK = 0.05
+"""Seconds between the watchdog's deadline checks while tasks run (timeout precision)."""
+
 LOG_BATCH = 1_000
 """Log rows per ``append_logs`` call."""
 
@@ -88,21 +96,29 @@ _JSON_SCALARS = (str, int, bool, type(None))
 class _Interrupt(enum.Enum):
     CONTROL = "control"  # cancelled or stopped by an admin: the state is already final
     SHUTDOWN = "shutdown"  # the worker is stopping: hand the task back
+    TIMEOUT = "timeout"  # past its deadline: a failure (TimeoutError)
 
 
 class _Run:
     """One task running in this worker."""
 
-    __slots__ = ("context", "func", "interrupt", "is_async", "job", "task")
+    __slots__ = ("context", "func", "interrupt", "is_async", "job", "started", "task", "timeout")
 
     def __init__(
-        self, task: Task, func: Callable[..., Any], is_async: bool, context: TaskContext
+        self,
+        task: Task,
+        func: Callable[..., Any],
+        is_async: bool,
+        context: TaskContext,
+        started: float,
     ) -> None:
         self.task = task
         self.func = func
         self.is_async = is_async
         self.context = context
+        self.started = started
         self.interrupt: _Interrupt | None = None
+        self.timeout = 0.0  # the limit that expired, once interrupted for it
         self.job: asyncio.Task[None] | None = None
 
 
@@ -168,12 +184,15 @@ class Worker:
         self._running: dict[int, _Run] = {}
         self._wakeup = asyncio.Event()
         self._ready_hint = True
+        self._next_due = math.inf  # loop time when a retry this worker scheduled is due
         self._stopping = False
         self._stop_grace: float | None = None
         self._started = False
         self._done = asyncio.Event()
         self._writer: _Writer | None = None
         self._writer_job: asyncio.Task[None] | None = None
+        self._watchdog_job: asyncio.Task[None] | None = None
+        self._busy = asyncio.Event()  # set while tasks run: wakes the watchdog
         self._subscription: Subscription | None = None
         self._external_executor = executor
         self._executor: concurrent.futures.Executor | None = executor
@@ -255,6 +274,10 @@ class Worker:
             self._writer.run(), name=f"taskqueue-worker-writer-{self.server_name}"
         )
         self._writer_job.add_done_callback(self._writer_ended)
+        self._watchdog_job = asyncio.create_task(
+            self._watchdog(), name=f"taskqueue-worker-watchdog-{self.server_name}"
+        )
+        self._watchdog_job.add_done_callback(self._watchdog_ended)
         await self._subscribe()
 
     async def _subscribe(self) -> None:
@@ -276,6 +299,15 @@ class Worker:
         self._stopping = True
         self._wakeup.set()
 
+    def _watchdog_ended(self, job: asyncio.Task[None]) -> None:
+        if job.cancelled() or job.exception() is None:
+            return
+        _log.opt(exception=job.exception()).critical(
+            "taskqueue worker watchdog crashed; the worker stops claiming"
+        )
+        self._stopping = True
+        self._wakeup.set()
+
     async def _shutdown(self, grace: float | None) -> None:
         self._stopping = True
         grace = self._config.shutdown_grace if grace is None else grace
@@ -289,6 +321,9 @@ class Worker:
             if left:
                 # Interrupted jobs end at their next await (plain functions at once).
                 await asyncio.wait(left, timeout=FINAL_FLUSH_TIMEOUT)
+        if self._watchdog_job is not None:
+            self._watchdog_job.cancel()
+            await asyncio.wait({self._watchdog_job})
         if self._writer is not None and self._writer_job is not None:
             await self._writer.close(FINAL_FLUSH_TIMEOUT)
             await asyncio.wait({self._writer_job}, timeout=FINAL_FLUSH_TIMEOUT)
@@ -322,20 +357,19 @@ class Worker:
         running = self._running
         loop = asyncio.get_running_loop()
         next_poll = loop.time() + self._poll_interval()
-        next_check = loop.time() + STATE_CHECK_INTERVAL
         written_at_claim = -1
         failures = 0
         while not self._stopping:
             now = loop.time()
+            if now >= self._next_due:
+                # A retry this worker scheduled is due: no event announces it.
+                self._next_due = math.inf
+                self._ready_hint = True
             if now >= next_poll:
                 self._ready_hint = True
                 if self._subscription is None and not burst:
                     await self._subscribe()
                 next_poll = now + self._poll_interval()
-            if running and now >= next_check:
-                next_check = now + STATE_CHECK_INTERVAL
-                if not self._notify_ok():
-                    await self._check_states()
             free = self.capacity - len(running)
             if free > 0 and self._ready_hint:
                 self._ready_hint = False
@@ -371,10 +405,7 @@ class Worker:
                     self._ready_hint = True
                     continue
                 return
-            timeout = next_poll - now
-            if running and not self._notify_ok():
-                timeout = min(timeout, next_check - now)
-            await self._wait(timeout)
+            await self._wait(min(next_poll, self._next_due) - now)
 
     async def _wait(self, seconds: float) -> None:
         """Wait for the wake-up event, at most ``seconds``."""
@@ -402,6 +433,29 @@ class Worker:
                 run = self._running.get(task_id)
                 if run is not None:
                     self._interrupt(run, _Interrupt.CONTROL)
+
+    async def _watchdog(self) -> None:
+        """Interrupt tasks past their deadline; read running states when events may be lost."""
+        loop = asyncio.get_running_loop()
+        running = self._running
+        next_check = loop.time() + STATE_CHECK_INTERVAL
+        while True:
+            if not running:
+                self._busy.clear()
+                await self._busy.wait()
+                next_check = loop.time() + STATE_CHECK_INTERVAL
+            await asyncio.sleep(WATCH_TICK)
+            now = loop.time()
+            default = self._config.task_timeout  # read live
+            for run in list(running.values()):
+                limit = run.task.timeout if run.task.timeout is not None else default
+                if now - run.started >= limit and run.interrupt is None:
+                    run.timeout = limit
+                    self._interrupt(run, _Interrupt.TIMEOUT)
+            if now >= next_check:
+                next_check = now + STATE_CHECK_INTERVAL
+                if running and not self._notify_ok():
+                    await self._check_states()
 
     async def _check_states(self) -> None:
         ids = list(self._running)
@@ -448,7 +502,9 @@ class Worker:
                 writer.add_outcome(_failed(task, "TypeError", message, None))
                 return
         context = TaskContext(task.id, copy_json(task.context), writer)
-        run = _Run(task, func, is_async, context)
+        run = _Run(task, func, is_async, context, self._loop_time())
+        if not self._running:
+            self._busy.set()
         self._running[task.id] = run
         job = asyncio.create_task(self._execute(run), name=f"taskqueue-task-{task.id}")
         run.job = job
@@ -485,7 +541,6 @@ class Worker:
         hooks = self.queue.hooks
         result: Any = None
         error: BaseException | None = None
-        timed_out: float | None = None
         start = time.perf_counter()
         try:
             if hooks.has(Moment.PRE_RUN):
@@ -493,18 +548,10 @@ class Worker:
                 task = _with_context(task, run.context)
                 await hooks.run_pre_run(task)
                 run.context.version += 1
-            timeout = task.timeout if task.timeout is not None else self._config.task_timeout
             if run.is_async:
-                scope = asyncio.timeout(timeout)
-                try:
-                    async with scope:
-                        result = await run.func(*task.args, **task.kwargs)
-                except TimeoutError:
-                    if scope.expired():
-                        timed_out = timeout
-                    raise
+                result = await run.func(*task.args, **task.kwargs)
             else:
-                result, timed_out = await self._call_in_thread(run, timeout)
+                result = await self._call_in_thread(run)
         except asyncio.CancelledError as exc:
             error = exc
             current = asyncio.current_task()
@@ -525,38 +572,25 @@ class Worker:
                     current.uncancel()
                 if run.interrupt is None:
                     run.interrupt = _Interrupt.SHUTDOWN
-        self._finish(run, result, error, timed_out, elapsed)
+        self._finish(run, result, error, elapsed)
 
-    async def _call_in_thread(self, run: _Run, limit: float) -> tuple[Any, float | None]:
-        """Run a plain function in the thread pool within ``limit`` seconds."""
-        timeout = limit
-        task = run.task
-        call = _ThreadCall(run.func, task.args, task.kwargs)
-        context = contextvars.copy_context()
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._thread_pool(), context.run, call)
-        scope = asyncio.timeout(timeout)
+    async def _call_in_thread(self, run: _Run) -> Any:
+        """Run a plain function in the thread pool, in a copy of the task's context."""
+        call = _ThreadCall(run.func, run.task.args, run.task.kwargs)
+        future = asyncio.get_running_loop().run_in_executor(
+            self._thread_pool(), contextvars.copy_context().run, call
+        )
         try:
-            async with scope:
-                result = await future
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            self._abandon(call)
-            error = TimeoutError(
-                f"task {task.id} exceeded its timeout of {timeout:g} s; its function runs in a "
-                "thread that cannot be interrupted: the thread runs on and its result is discarded"
-            )
-            raise error from None
+            result = await future
         except BaseException:
+            # Interrupted (timeout, control, shutdown): the thread cannot be, so leave it.
             self._abandon(call)
             raise
         if inspect.isawaitable(result):
             # A plain callable that returned an awaitable (e.g. a partial of a coroutine
-            # function): finish it on the loop, within the same overall timeout.
-            async with asyncio.timeout(timeout):
-                result = await result
-        return result, None
+            # function): finish it on the loop.
+            result = await result
+        return result
 
     def _thread_pool(self) -> concurrent.futures.Executor:
         if self._external_executor is not None:
@@ -582,14 +616,7 @@ class Worker:
             self._executor.shutdown(wait=False)
             self._executor = None
 
-    def _finish(
-        self,
-        run: _Run,
-        result: Any,
-        error: BaseException | None,
-        timed_out: float | None,
-        elapsed: float,
-    ) -> None:
+    def _finish(self, run: _Run, result: Any, error: BaseException | None, elapsed: float) -> None:
         task = run.task
         writer = self._writer
         assert writer is not None
@@ -628,28 +655,42 @@ class Worker:
                 writer.add_outcome(
                     _failed(task, "ArgumentNotSerializable", message, None, elapsed, context)
                 )
+        elif run.interrupt is _Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
+            where = (
+                ""
+                if run.is_async
+                else (
+                    "; its function runs in a thread that cannot be interrupted: the thread runs "
+                    "on and its result is discarded"
+                )
+            )
+            message = f"task {task.id} exceeded its timeout of {run.timeout:g} s{where}"
+            writer.add_outcome(
+                self._failure(task, "TimeoutError", message, _trace(error), elapsed, context)
+            )
         else:
-            writer.add_outcome(self._failure(task, error, timed_out, elapsed, context))
+            writer.add_outcome(
+                self._failure(
+                    task, type(error).__name__, str(error), _trace(error), elapsed, context
+                )
+            )
         self._wakeup.set()
 
     def _failure(
         self,
         task: Task,
-        error: BaseException,
-        timed_out: float | None,
+        name: str,
+        message: str,
+        info: str | None,
         elapsed: float,
         context: dict[str, Any] | None,
     ) -> Outcome:
-        name = type(error).__name__
-        if timed_out is not None:
-            name = "TimeoutError"
-            message = str(error) or f"task {task.id} exceeded its timeout of {timed_out:g} s"
-        else:
-            message = str(error)
-        info = _trace(error)
+        """Retry later (backoff with jitter) while attempts are left, else fail for good."""
         if task.retry_count < task.max_retries:
             base = self._config.retry_backoff * 2.0 ** min(task.retry_count, 60)
             delay = min(base * random.uniform(0.8, 1.2), self._config.retry_backoff_max)
+            # Wake up for it (plus a little for the outcome's write to land).
+            self._next_due = min(self._next_due, self._loop_time() + delay + 0.01)
             return Outcome(
                 task.id,
                 TaskState.ENQUEUED,
@@ -661,6 +702,9 @@ class Worker:
                 context=context,
             )
         return _failed(task, name, message, info, elapsed, context)
+
+    def _loop_time(self) -> float:
+        return asyncio.get_running_loop().time()
 
     def _live_contexts(self) -> Iterable[TaskContext]:
         return [run.context for run in self._running.values()]

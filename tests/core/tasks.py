@@ -41,3 +41,14 @@ async def finish(
     assert [t.id for t in claimed] == [task_id], claimed
     changed = await repository.complete_tasks(SERVER, [Outcome(task_id, state, **outcome)])
     assert changed == [task_id]
+
+
+async def log_and_return(label: str) -> str:
+    from taskqueue_core import getLogger
+
+    getLogger("tests.core").info(f"processing {label}")
+    return label
+
+
+def fail_with(message: str) -> None:
+    raise ValueError(message)

@@ -8,16 +8,19 @@ The public API, importable from ``taskqueue_core``::
         ref = queue.add_task(send_email, "ada@example.com", "Welcome!")
         print(await ref.wait(timeout=60))
 
-Importing the package connects to nothing and imports no ORM or driver. The context, logging
-and worker names are loaded on first use.
+Importing the package connects to nothing and imports no ORM or driver.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from taskqueue_core.config import QueueConfig
+from taskqueue_core.context import (
+    current_task_id,
+    get_context,
+    get_full_context,
+    save_context,
+    set_context,
+)
 from taskqueue_core.exceptions import (
     ArgumentNotSerializable,
     ConfigError,
@@ -41,6 +44,7 @@ from taskqueue_core.hooks import (
     on_pre_create,
     on_pre_run,
 )
+from taskqueue_core.logging import get_logger, getLogger
 from taskqueue_core.models import (
     Event,
     FunctionRef,
@@ -59,6 +63,7 @@ from taskqueue_core.models import (
 from taskqueue_core.queue import RESERVED_OPTIONS, TaskCall, TaskQueue
 from taskqueue_core.ref import TaskRef
 from taskqueue_core.repository import Subscription, TaskRepository
+from taskqueue_core.worker import Worker
 
 __all__ = [
     "RESERVED_OPTIONS",
@@ -109,29 +114,3 @@ __all__ = [
     "save_context",
     "set_context",
 ]
-
-# Loaded on first access: they pull in loguru sinks and the worker machinery, which a
-# process that only creates tasks does not need.
-_LAZY = {
-    "set_context": "taskqueue_core.context",
-    "get_context": "taskqueue_core.context",
-    "get_full_context": "taskqueue_core.context",
-    "save_context": "taskqueue_core.context",
-    "current_task_id": "taskqueue_core.context",
-    "getLogger": "taskqueue_core.logging",
-    "get_logger": "taskqueue_core.logging",
-    "Worker": "taskqueue_core.worker",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taskqueue_core' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

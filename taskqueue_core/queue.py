@@ -519,7 +519,12 @@ class TaskQueue:
         try:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
-            raise InvalidTaskError(f"{label}{signature}: {exc}") from None
+            empty = inspect.Parameter.empty
+            bare = signature.replace(
+                parameters=[p.replace(annotation=empty) for p in signature.parameters.values()],
+                return_annotation=inspect.Signature.empty,
+            )
+            raise InvalidTaskError(f"{label}{bare}: {exc}") from None
 
     # -- immediate creation --------------------------------------------------------------
 
@@ -974,7 +979,7 @@ def _walk(value: Any, path: str) -> Any:
         return _walk(str.__str__(value), path)
     if isinstance(value, float):
         return _walk(float.__float__(value), path)
-    raise _NotJson(path, f"is a {_type_name(value)}, which is not JSON")
+    raise _NotJson(path, f"is of type {_type_name(value)}, which is not JSON")
 
 
 def _clean_context(task: NewTask) -> None:

@@ -61,7 +61,7 @@ class ClearCommand(QueueCommand):
                         f"refusing to delete {plural(total, 'pending task')}{scope} without "
                         "confirmation: pass --yes"
                     )
-                question = f"Delete {plural(total, 'pending task')}{scope}? (yes/no) [no] "
+                question = f"Delete {plural(total, 'pending task')}{scope}?"
                 if not self.confirm(question, default=False):
                     self.text("Nothing deleted.")
                     return EXIT_FAILURE

@@ -13,6 +13,7 @@ from taskqueue_core.cli.base import (
     describe_error,
 )
 from taskqueue_core.cli.output import safe_url
+from taskqueue_core.exceptions import TaskQueueError
 
 __all__ = ["MigrateCommand"]
 
@@ -46,6 +47,8 @@ class MigrateCommand(QueueCommand):
             raise CliError(
                 f"cannot migrate {shown}: no answer within {OPEN_TIMEOUT * 4:.0f}s"
             ) from exc
+        except TaskQueueError as exc:  # names the database already (password hidden)
+            raise CliError(describe_error(exc)) from exc
         except Exception as exc:
             raise CliError(f"cannot migrate {shown}: {describe_error(exc)}") from exc
         if applied:

@@ -123,7 +123,12 @@ def worker_summary(
         notify = f"off (polling every {config.polling_interval:g}s)"
     return [
         ("database", safe_url(config.database_url)),
-        ("server", config.resolved_server_name),
+        (
+            "server",
+            config.resolved_server_name
+            if processes == 1
+            else f"one per child process ({processes} processes)",
+        ),
         ("channels", ", ".join(config.channels) if config.channels else "all"),
         ("workers", f"{config.max_workers} per process"),
         ("processes", str(processes)),

@@ -79,9 +79,8 @@ class Console:
         verbose: bool = False,
     ) -> Result:
         tester = ApplicationTester(self.application())
-        line = f"{args} --database-url {url or self.url}"
-        if verbose:
-            line += " -v"
+        # Global options first, so that arguments after ``--`` stay arguments.
+        line = f"--database-url={url or self.url} {'-v ' if verbose else ''}{args}"
         code = tester.execute(line, inputs=inputs, interactive=interactive)
         return Result(code, tester.io.fetch_output(), tester.io.fetch_error())
 

@@ -559,10 +559,10 @@ class TaskQueue:
             batch = self._pending[:MAX_BATCH_SIZE]
             del self._pending[:MAX_BATCH_SIZE]
             self._inflight = batch
-            try:
-                await self._write_batch(batch)
-            finally:
-                self._inflight = []
+            await self._write_batch(batch)
+            # Not in a `finally`: if the write is cancelled or crashes, _flusher_done still
+            # finds the batch here and fails the refs that did not settle.
+            self._inflight = []
 
     def _flusher_done(self, task: asyncio.Task[None]) -> None:
         if self._flusher is task:

@@ -201,6 +201,7 @@ class EndWatcher:
         self._waiters: dict[int, set[asyncio.Future[None]]] = {}
         self._subscription: Subscription | None = None
         self._subscribe_lock = asyncio.Lock()
+        self._subscribe_failed = False
         self._poller: asyncio.Task[None] | None = None
         self._closed = False
         self.polls = 0
@@ -267,11 +268,18 @@ class EndWatcher:
                 self._subscription = await self._repository.subscribe(self._on_event)
             except Exception as exc:
                 # Waiting still works, by polling: the poller retries the subscription.
-                logger.warning(
-                    "taskqueue: cannot subscribe to task events ({}: {}); waiting by polling",
-                    type(exc).__name__,
-                    exc,
-                )
+                if not self._subscribe_failed:
+                    logger.warning(
+                        "taskqueue: cannot subscribe to task events ({}: {}); waiting by "
+                        "polling until it works",
+                        type(exc).__name__,
+                        exc,
+                    )
+                self._subscribe_failed = True
+                return
+            if self._subscribe_failed:
+                logger.info("taskqueue: subscribed to task events again")
+                self._subscribe_failed = False
 
     def _on_event(self, event: Event) -> None:
         if event.kind != "ended":
@@ -285,6 +293,8 @@ class EndWatcher:
                 future.set_result(None)
 
     def _register(self, task_id: int) -> asyncio.Future[None]:
+        if self._closed:
+            raise QueueClosed("the task queue was closed while waiting")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(task_id, set()).add(future)
         if self._poller is None and not self._closed:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from taskqueue_core import (
     HookRegistry,
     InvalidTaskError,
+    NewTask,
     QueueClosed,
     QueueConfig,
     RepositoryError,
@@ -18,6 +20,7 @@ from taskqueue_core import (
     TaskState,
     UnknownParent,
 )
+from taskqueue_core.repository import TaskRepository
 from tests.core.conftest import CountingRepository
 from tests.core.tasks import add, send_email
 
@@ -152,7 +155,9 @@ async def test_flush_waits_for_everything_added_so_far(
 
 
 async def test_close_writes_pending_creations(
-    counting: CountingRepository, config: QueueConfig
+    counting: CountingRepository,
+    config: QueueConfig,
+    make_repository: Callable[[], TaskRepository],
 ) -> None:
     queue = TaskQueue(config, repository=counting)  # type: ignore[arg-type]
     await queue.open()
@@ -160,7 +165,7 @@ async def test_close_writes_pending_creations(
     await asyncio.wait_for(queue.close(), 30)
     assert all(r.created for r in refs)
     ids = [r.task_id for r in refs]
-    reader = TaskQueue(config, repository=counting.inner)
+    reader = TaskQueue(config, repository=make_repository())
     async with reader:
         stored = await reader.repository.get_tasks([i for i in ids if i is not None])
     assert len(stored) == 20
@@ -300,3 +305,26 @@ async def test_ref_repr_and_known_id(queue: TaskQueue) -> None:
     same = queue.ref(task_id)
     assert isinstance(same, TaskRef) and same.task_id == task_id
     assert await same.get_state() is TaskState.ENQUEUED
+
+
+async def test_a_cancelled_flusher_fails_its_refs_and_a_new_one_takes_over(
+    queue: TaskQueue, hooks: HookRegistry
+) -> None:
+    entered = asyncio.Event()
+    never = asyncio.Event()
+
+    @hooks.on_pre_create
+    async def hold(task: NewTask) -> None:
+        if task.name == "held":
+            entered.set()
+            await never.wait()
+
+    held = queue.add_task(add, 1, 1, name="held")
+    await asyncio.wait_for(entered.wait(), 10)
+    flusher = queue._flusher
+    assert flusher is not None and flusher.get_name() == "taskqueue-creation-flusher"
+    flusher.cancel()  # e.g. the loop is being torn down
+    with pytest.raises(QueueClosed, match="flusher was cancelled"):
+        await asyncio.wait_for(held.get_task_id(), 10)
+    after = queue.add_task(add, 2, 2)
+    assert isinstance(await asyncio.wait_for(after.get_task_id(), 30), int)

@@ -28,6 +28,7 @@ import dataclasses
 import enum
 import inspect
 import math
+import sys
 import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ from taskqueue_core.exceptions import (
 from taskqueue_core.functions import FunctionCodec, function_name
 from taskqueue_core.hooks import HookRegistry, Moment, default_hooks
 from taskqueue_core.models import (
+    FunctionRef,
     LogRecord,
     NewTask,
     ServerInfo,
@@ -172,6 +174,8 @@ class TaskQueue:
         self._watcher: EndWatcher | None = None
         self._signatures: weakref.WeakKeyDictionary[Callable[..., Any], inspect.Signature | None]
         self._signatures = weakref.WeakKeyDictionary()
+        self._paths: weakref.WeakKeyDictionary[Callable[..., Any], FunctionRef]
+        self._paths = weakref.WeakKeyDictionary()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -449,7 +453,7 @@ class TaskQueue:
 
     # -- validation ----------------------------------------------------------------------
 
-    def _prepare(self, call: TaskCall) -> _Prepared:
+    def _prepare(self, call: TaskCall | _Call) -> _Prepared:
         func = call.func
         if isinstance(func, TaskCall):
             raise InvalidTaskError("TaskCall.func is itself a TaskCall; pass the function")
@@ -465,24 +469,24 @@ class TaskQueue:
             )
         label = getattr(func, "__qualname__", None) or _type_name(func)
         options = _check_options(call, self.config, label)
-        if isinstance(call.args, str | bytes) or not isinstance(call.args, Sequence):
+        raw_args, raw_kwargs = call.args, call.kwargs
+        if type(raw_args) is not tuple and (
+            isinstance(raw_args, str | bytes) or not isinstance(raw_args, Sequence)
+        ):
             raise InvalidTaskError(
-                f"{label}: args must be a list or tuple, got {_type_name(call.args)}"
+                f"{label}: args must be a list or tuple, got {_type_name(raw_args)}"
             )
-        if not isinstance(call.kwargs, Mapping):
-            raise InvalidTaskError(f"{label}: kwargs must be a dict, got {_type_name(call.kwargs)}")
-        args = [
-            _to_json(value, label, f"positional argument {i}", "")
-            for i, value in enumerate(call.args)
-        ]
+        if type(raw_kwargs) is not dict and not isinstance(raw_kwargs, Mapping):
+            raise InvalidTaskError(f"{label}: kwargs must be a dict, got {_type_name(raw_kwargs)}")
+        args = [_to_json(value, label, i) for i, value in enumerate(raw_args)]
         kwargs: dict[str, Any] = {}
-        for key, value in call.kwargs.items():
+        for key, value in raw_kwargs.items():
             if type(key) is not str:
                 raise ArgumentNotSerializable(
                     f"{label}: keyword names must be strings, got {_type_name(key)} {key!r}"
                 )
-            kwargs[key] = _to_json(value, label, f"keyword argument {key!r}", "")
-        ref = self.codec.dump(func)
+            kwargs[key] = _to_json(value, label, key)
+        ref = self._function_ref(func)
         self._check_binds(func, label, args, kwargs)
         name = call.name
         if name is None:
@@ -500,6 +504,25 @@ class TaskQueue:
             date_scheduled=options.date_scheduled,
         )
         return _Prepared(task, _check_parents(call.parent, label))
+
+    def _function_ref(self, func: Callable[..., Any]) -> FunctionRef:
+        """``codec.dump(func)``, cached for functions stored by import path.
+
+        A cached path is used only while it still resolves to this very function (checked
+        through ``sys.modules``, which is cheap), so a module attribute replaced since — a
+        monkeypatch — is dumped again, like the codec itself would.
+        """
+        try:
+            cached = self._paths.get(func)
+        except TypeError:
+            cached = None  # not weak-referenceable
+        if cached is not None and _resolves_to(cached, func):
+            return cached
+        ref = self.codec.dump(func)
+        if ref.module_name is not None:
+            with contextlib.suppress(TypeError):
+                self._paths[func] = ref
+        return ref
 
     def _check_binds(
         self, func: Callable[..., Any], label: str, args: list[Any], kwargs: dict[str, Any]
@@ -748,6 +771,51 @@ async def _parent_id(parent: TaskRef | int) -> int:
         raise UnknownParent(f"parent {parent!r} was not created: {exc}") from exc
 
 
+class _Call:
+    """What ``_prepare`` reads: a ``TaskCall``, or this lighter twin that ``add_task`` builds
+    (a frozen dataclass costs microseconds to build, and add_task is called in loops)."""
+
+    __slots__ = (
+        "args",
+        "channel",
+        "delay",
+        "eta",
+        "func",
+        "kwargs",
+        "max_retries",
+        "name",
+        "parent",
+        "priority",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        parent: Parent,
+        name: str | None,
+        channel: str,
+        priority: int,
+        delay: float | timedelta | None,
+        eta: datetime | None,
+        max_retries: int | None,
+        timeout: float | None,
+    ) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.parent = parent
+        self.name = name
+        self.channel = channel
+        self.priority = priority
+        self.delay = delay
+        self.eta = eta
+        self.max_retries = max_retries
+        self.timeout = timeout
+
+
 def _as_call(
     func: Callable[..., Any] | TaskCall,
     args: tuple[Any, ...],
@@ -760,7 +828,7 @@ def _as_call(
     eta: datetime | None,
     max_retries: int | None,
     timeout: float | None,
-) -> TaskCall:
+) -> TaskCall | _Call:
     if isinstance(func, TaskCall):
         given = (
             args
@@ -779,18 +847,8 @@ def _as_call(
                 "pass either a TaskCall alone, or a function with its arguments and options"
             )
         return func
-    return TaskCall(
-        func,
-        args,
-        kwargs,
-        parent=parent,
-        name=name,
-        channel=channel,
-        priority=priority,
-        delay=delay,
-        eta=eta,
-        max_retries=max_retries,
-        timeout=timeout,
+    return _Call(
+        func, args, kwargs, parent, name, channel, priority, delay, eta, max_retries, timeout
     )
 
 
@@ -803,7 +861,7 @@ class _Options:
     date_scheduled: datetime | None
 
 
-def _check_options(call: TaskCall, config: QueueConfig, label: str) -> _Options:
+def _check_options(call: TaskCall | _Call, config: QueueConfig, label: str) -> _Options:
     def bad(option: str, expected: str, value: Any) -> InvalidTaskError:
         return InvalidTaskError(f"{label}: {option} must be {expected}, got {value!r}")
 
@@ -896,6 +954,13 @@ def _task_ids(values: Sequence[int]) -> list[int]:
     return [_task_id(v, "every task id") for v in values]
 
 
+def _resolves_to(ref: FunctionRef, func: Callable[..., Any]) -> bool:
+    target: Any = sys.modules.get(ref.module_name or "")
+    for part in (ref.function_name or "").split("."):
+        target = getattr(target, part, None)
+    return target is func
+
+
 def _unique(values: list[int]) -> tuple[int, ...]:
     return tuple(dict.fromkeys(values))
 
@@ -918,68 +983,98 @@ def _clean_text(text: str) -> str:
 _JSON_HINT = "use str, int, float, bool, None, and lists and dicts of them with str keys"
 
 
-def _to_json(value: Any, label: str, argument: str, path: str) -> Any:
+def _to_json(value: Any, label: str, argument: int | str) -> Any:
     """A copy of ``value`` as plain JSON types; raises ``ArgumentNotSerializable`` naming
-    the argument, the path inside it and the offending type.
+    the argument (a position or a keyword), the path inside it and the offending type.
 
     Copying (rather than checking) also snapshots the arguments: changing a list after
     ``add_task`` returned does not change the task that is written a moment later.
     """
     try:
-        return _walk(value, path)
+        return _walk(value)
     except _NotJson as exc:
-        where = f"{argument} at {exc.path}" if exc.path else argument
+        name = _argument_name(argument)
+        where = f"{name} at {''.join(exc.path)}" if exc.path else name
         raise ArgumentNotSerializable(f"{label}: {where} {exc.problem}; {_JSON_HINT}") from None
     except RecursionError:
         raise ArgumentNotSerializable(
-            f"{label}: {argument} is nested too deeply (or contains itself)"
+            f"{label}: {_argument_name(argument)} is nested too deeply (or contains itself)"
         ) from None
 
 
+def _argument_name(argument: int | str) -> str:
+    if isinstance(argument, int):
+        return f"positional argument {argument}"
+    return f"keyword argument {argument!r}"
+
+
 class _NotJson(Exception):
-    def __init__(self, path: str, problem: str) -> None:
+    """Raised deep in ``_walk``; each level on the way up prepends its key to ``path``."""
+
+    def __init__(self, problem: str) -> None:
         super().__init__(problem)
-        self.path = path
+        self.path: list[str] = []
         self.problem = problem
 
 
-def _walk(value: Any, path: str) -> Any:
+def _walk(value: Any) -> Any:
     cls = type(value)
     if value is None or cls is bool or cls is int:
         return value
     if cls is str:
         if "\x00" in value:
-            raise _NotJson(path, "is a string containing a NUL character, which is not storable")
+            raise _NotJson("is a string containing a NUL character, which is not storable")
         return value
     if cls is float:
         if not math.isfinite(value):
-            raise _NotJson(path, f"is {value!r}, which is not JSON")
+            raise _NotJson(f"is {value!r}, which is not JSON")
         return value
     if cls is list or cls is tuple:
-        return [_walk(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return _walk_list(value)
     if cls is dict:
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _NotJson(
-                    path, f"has a key {key!r} of type {_type_name(key)} (JSON keys are str)"
-                )
-            out[key] = _walk(item, f"{path}[{key!r}]")
-        return out
+        return _walk_dict(value)
     # Subclasses (enums, OrderedDict, NamedTuple, ...) are stored as their JSON base value.
     if isinstance(value, list | tuple):
-        return [_walk(item, f"{path}[{i}]") for i, item in enumerate(value)]
+        return _walk_list(value)
     if isinstance(value, dict):
-        return _walk(dict(value), path)
+        return _walk_dict(value)
     if isinstance(value, bool):
         return bool(value)
     if isinstance(value, int):
         return int.__index__(value)
     if isinstance(value, str):
-        return _walk(str.__str__(value), path)
+        return _walk(str.__str__(value))
     if isinstance(value, float):
-        return _walk(float.__float__(value), path)
-    raise _NotJson(path, f"is of type {_type_name(value)}, which is not JSON")
+        return _walk(float.__float__(value))
+    raise _NotJson(f"is of type {_type_name(value)}, which is not JSON")
+
+
+def _walk_list(value: list[Any] | tuple[Any, ...]) -> list[Any]:
+    out: list[Any] = []
+    index = 0
+    try:
+        for index, item in enumerate(value):  # noqa: B007 (the except clause reads it)
+            out.append(_walk(item))
+    except _NotJson as exc:
+        exc.path.insert(0, f"[{index}]")
+        raise
+    return out
+
+
+def _walk_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    key: Any = None
+    try:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotJson(f"has a key {key!r} of type {_type_name(key)} (JSON keys are str)")
+            out[key] = _walk(item)
+    except _NotJson as exc:
+        if not exc.path and exc.problem.startswith("has a key"):
+            raise  # the key itself is at fault: the path is this dict
+        exc.path.insert(0, f"[{key!r}]")
+        raise
+    return out
 
 
 def _clean_context(task: NewTask) -> None:
@@ -988,8 +1083,8 @@ def _clean_context(task: NewTask) -> None:
         value = task.context[key]
         try:
             if type(key) is not str:
-                raise _NotJson("", f"has a key of type {_type_name(key)}")
-            task.context[key] = _walk(value, "")
+                raise _NotJson(f"has a key of type {_type_name(key)}")
+            task.context[key] = _walk(value)
         except (_NotJson, RecursionError) as exc:
             del task.context[key]
             logger.error(

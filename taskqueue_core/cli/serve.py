@@ -131,6 +131,7 @@ class ServeCommand(QueueCommand):
         if not with_workers:
             self._summary(config, host, port, workers=embedded)
             await self._serve(server, host, port)
+            self.line("<info>taskq</info> stopped")
             return EXIT_OK
         return await run_pool(
             self,

@@ -59,7 +59,13 @@ class ShowCommand(QueueCommand):
             ("retries", f"{task.retry_count} of {task.max_retries}"),
             ("timeout", "" if task.timeout is None else format_duration(task.timeout)),
             ("enqueued", format_datetime(task.date_enqueued)),
-            ("scheduled", format_datetime(task.date_scheduled)),
+            (
+                # Only when it differs: a task scheduled for later (delay=, eta=, a retry).
+                "scheduled",
+                format_datetime(task.date_scheduled)
+                if task.date_scheduled not in (None, task.date_enqueued)
+                else "",
+            ),
             ("started", format_datetime(task.date_started)),
             ("ended", format_datetime(task.date_ended)),
             (

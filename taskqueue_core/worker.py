@@ -408,14 +408,17 @@ class Worker:
             await self._wait(min(next_poll, self._next_due) - now)
 
     async def _wait(self, seconds: float) -> None:
-        """Wait for the wake-up event, at most ``seconds``."""
-        if self._wakeup.is_set():
-            return
-        try:
-            async with asyncio.timeout(max(seconds, 0.0)):
-                await self._wakeup.wait()
-        except TimeoutError:
-            pass
+        """Wait for the wake-up event (and consume it), at most ``seconds``.
+
+        The event only says "look again": what changed is in the worker's fields."""
+        wakeup = self._wakeup
+        if not wakeup.is_set():
+            try:
+                async with asyncio.timeout(max(seconds, 0.0)):
+                    await wakeup.wait()
+            except TimeoutError:
+                pass
+        wakeup.clear()
 
     def _on_event(self, event: Event) -> None:
         kind = event.kind

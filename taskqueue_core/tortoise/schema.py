@@ -1,17 +1,31 @@
 """Creating and migrating the taskqueue schema.
 
-PostgreSQL databases are migrated with the aerich migrations shipped in ``aerich_migrations``;
-SQLite databases (the embedded default) get the schema created from the models on open.
+PostgreSQL databases are migrated with the aerich migrations shipped in the
+``aerich_migrations`` package (``aerich_migrations/taskqueue/<n>_<date>_<name>.py``), found
+through the installed package, so ``migrate`` works from a wheel as well as from a checkout.
+SQLite databases (the embedded default) get the schema created from the models instead.
 Both also get the claim index, which the ORM cannot declare (see ``models``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+from pathlib import Path
 from typing import Any
 
+from taskqueue_core.exceptions import ConfigError, RepositoryError
 from taskqueue_core.tortoise.models import APP_LABEL, MODELS_MODULE
 
-__all__ = ["CLAIM_INDEX_SQL", "create_schema", "migrate", "tortoise_config"]
+__all__ = [
+    "CLAIM_INDEX_SQL",
+    "MIGRATION_LOCK_KEY",
+    "create_schema",
+    "migrate",
+    "migration_config",
+    "migrations_location",
+    "tortoise_config",
+]
 
 # The claim query orders by (-priority, date_scheduled, id) over enqueued rows only: a partial
 # index on exactly those expressions lets it read the first N ready rows without sorting, and
@@ -19,6 +33,17 @@ __all__ = ["CLAIM_INDEX_SQL", "create_schema", "migrate", "tortoise_config"]
 CLAIM_INDEX_SQL = (
     'CREATE INDEX IF NOT EXISTS "queued_tasks_claim_idx" ON "queued_tasks" '
     '((-"priority"), "date_scheduled", "id") WHERE "state" = \'enqueued\''
+)
+
+MIGRATION_LOCK_KEY = 0x7471_6D69_6772_6174
+"""Session advisory lock held while migrating, so that two processes never migrate at once."""
+
+_POSTGRES_SCHEMES = frozenset({"postgres", "postgresql", "asyncpg"})
+
+# aerich keeps its state in class attributes of ``aerich.migrate.Migrate``: two migrations in
+# one process must not interleave. One lock per event loop (a lock belongs to one loop).
+_migrate_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
 )
 
 
@@ -39,6 +64,35 @@ def tortoise_config(database_url: str, *, connection_name: str = "taskqueue") ->
     }
 
 
+def migration_config(database_url: str) -> dict[str, Any]:
+    """``tortoise_config`` plus aerich's own model (its ``aerich`` table records what ran).
+
+    The migrations were generated from exactly this app, so a diff of the models against the
+    last migration's stored state must use it too.
+    """
+    config = tortoise_config(database_url)
+    config["apps"][APP_LABEL]["models"] = [MODELS_MODULE, "aerich.models"]
+    return config
+
+
+def migrations_location() -> Path:
+    """The directory aerich is given as ``location``: the installed ``aerich_migrations``.
+
+    aerich looks for the app's migrations in ``<location>/taskqueue``.
+    """
+    import aerich_migrations
+
+    # ``__path__`` rather than ``__file__``: an editable install may expose the package as a
+    # namespace package (no ``__file__``), whose first path entry is the real directory.
+    for entry in aerich_migrations.__path__:
+        location = Path(entry)
+        if (location / APP_LABEL).is_dir():
+            return location.resolve()
+    raise RepositoryError(
+        f"the aerich migrations of {APP_LABEL!r} are missing from {list(aerich_migrations.__path__)}"
+    )
+
+
 async def create_schema(client: Any) -> None:
     """Create every taskqueue table and index that is missing, through a Tortoise client."""
     from tortoise.utils import get_schema_sql
@@ -51,19 +105,83 @@ async def create_schema(client: Any) -> None:
 async def migrate(database_url: str) -> list[str]:
     """Bring the database at ``database_url`` to the current schema; return what was applied.
 
-    Idempotent: a second call applies nothing and returns [].
+    PostgreSQL: applies the aerich migrations not yet recorded in the ``aerich`` table and
+    returns their file names (oldest first). SQLite: creates the missing tables and returns
+    ``["schema"]`` when it created them. Idempotent: a second call applies nothing and
+    returns []. Raises ``ConfigError`` for another scheme, and ``RepositoryError`` when the
+    database cannot be reached or a migration fails (nothing of that migration is kept).
     """
+    scheme = database_url.split("://", 1)[0]
+    if scheme == "sqlite":
+        return await _create_embedded(database_url)
+    if scheme not in _POSTGRES_SCHEMES:
+        raise ConfigError(
+            f"cannot migrate {_redacted(database_url)!r}: expected postgres:// or sqlite://"
+        )
+    try:
+        return await _migrate_postgres(database_url)
+    except RepositoryError:
+        raise
+    except Exception as exc:
+        raise RepositoryError(f"migrating {_redacted(database_url)} failed: {exc}") from exc
+
+
+async def _create_embedded(database_url: str) -> list[str]:
     from tortoise.context import TortoiseContext
 
-    async with TortoiseContext() as ctx:
-        await ctx.init(config=tortoise_config(database_url))
-        client = ctx.db("taskqueue")
-        rows = await client.execute_query_dict(
-            "SELECT 1 FROM information_schema.tables WHERE table_name = 'queued_tasks'"
-            if database_url.split("://", 1)[0] != "sqlite"
-            else "SELECT 1 FROM sqlite_master WHERE name = 'queued_tasks'"
-        )
-        if rows:
-            return []
-        await create_schema(client)
-        return ["schema"]
+    ctx = TortoiseContext()
+    with ctx:
+        try:
+            await ctx.init(config=tortoise_config(database_url))
+            client = ctx.db("taskqueue")
+            rows = await client.execute_query_dict(
+                "SELECT 1 FROM sqlite_master WHERE name = 'queued_tasks'"
+            )
+            if rows:
+                return []
+            await create_schema(client)
+            return ["schema"]
+        finally:
+            await ctx.close_connections()
+
+
+async def _migrate_postgres(database_url: str) -> list[str]:
+    import asyncpg
+    from aerich import Command
+    from tortoise.context import TortoiseContext
+
+    from taskqueue_core.tortoise.listener import connect_kwargs
+
+    # A second process migrating the same database waits here, then finds nothing to do.
+    guard = await asyncpg.connect(**connect_kwargs(database_url))
+    try:
+        await guard.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        lock = _migrate_locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
+            # aerich drives the global ``Tortoise``; a context of our own, made current only
+            # here, keeps it away from whatever Tortoise setup the host process has.
+            ctx = TortoiseContext()
+            with ctx:
+                try:
+                    command = Command(
+                        tortoise_config=migration_config(database_url),
+                        app=APP_LABEL,
+                        location=str(migrations_location()),
+                    )
+                    await command.init()
+                    applied: list[str] = await command.upgrade(run_in_transaction=True)
+                    return applied
+                finally:
+                    await ctx.close_connections()
+    finally:
+        await guard.close()
+
+
+def _redacted(database_url: str) -> str:
+    """``database_url`` without its password, for error messages."""
+    head, sep, tail = database_url.partition("://")
+    if "@" not in tail:
+        return database_url
+    credentials, _, rest = tail.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{head}{sep}{user}@{rest}"

@@ -20,7 +20,7 @@ async def test_cancelled_and_stopped_queued_tasks_never_run(queue_all: TaskQueue
     queue = queue_all
     cancelled = queue.add_task(tasks.record, "cancelled")
     stopped = queue.add_task(tasks.record, "stopped")
-    kept = queue.add_task(tasks.record, "kept")
+    queue.add_task(tasks.record, "kept")
     assert await cancelled.cancel() == [await cancelled.get_task_id()]
     assert await stopped.stop() == [await stopped.get_task_id()]
     await run_until_idle(queue)

@@ -266,6 +266,18 @@ def _tortoise_globals_kept() -> Iterator[None]:
                 model._meta.default_connection = name
 
 
+def _check_directory(filename: str) -> None:
+    """Refuse a database file whose directory does not exist, before connecting (a clearer
+    message than SQLite's "unable to open database file")."""
+    if filename == ":memory:" or filename.startswith("file:"):
+        return
+    directory = os.path.dirname(os.path.abspath(filename))
+    if not os.path.isdir(directory):
+        raise RepositoryError(
+            f"cannot open SQLite database {filename!r}: directory {directory!r} does not exist"
+        )
+
+
 def _driver_errors() -> tuple[type[BaseException], ...]:
     from tortoise.exceptions import BaseORMException
 
@@ -351,6 +363,7 @@ class SqliteRepository:
             with context, _tortoise_globals_kept():
                 await context.init(config=tortoise_config(_url_with_pragmas(self.database_url)))
                 client = context.db(_CONNECTION_NAME)
+                _check_directory(getattr(client, "filename", ":memory:"))
                 # The schema generator finds the models through the current context.
                 await create_schema(client)
             async with client.acquire_connection() as conn:
@@ -378,17 +391,22 @@ class SqliteRepository:
             async with client.acquire_connection() as conn:
                 await self._prepare(conn)
                 found = await conn.execute_fetchall(exists)
+            schema_error: BaseException | None = None
             if not found:
                 # Through the host's own Tortoise setup: it creates the taskqueue tables
-                # only if the host registered taskqueue_core.tortoise.models on this client.
-                await create_schema(client)
+                # only if the host registered taskqueue_core.tortoise.models on this client
+                # (otherwise the claim index fails for want of its table: judged below).
+                try:
+                    await create_schema(client)
+                except _driver_errors() as exc:
+                    schema_error = exc
             async with client.acquire_connection() as conn:
                 if not await conn.execute_fetchall(exists):
                     raise RepositoryError(
                         "the taskqueue tables are missing from the shared database: add "
                         "'taskqueue_core.tortoise.models' to the Tortoise apps of this "
                         "connection, or run `taskq migrate`"
-                    )
+                    ) from schema_error
                 await conn.execute_fetchall(CLAIM_INDEX_SQL)
         except _driver_errors() as exc:
             raise RepositoryError(f"cannot use the shared SQLite client: {exc}") from exc
@@ -543,11 +561,13 @@ class SqliteRepository:
             params.append(json.dumps(list(channels)))
         params.append(limit)
         # ORDER BY -priority, date_scheduled, id over state = 'enqueued' is exactly the
-        # partial claim index: SQLite reads the first `limit` entries in index order.
+        # partial claim index: read in index order, the first `limit` ready entries are the
+        # answer, with no sort. INDEXED BY because without ANALYZE statistics the planner
+        # prefers the plain state index and sorts every enqueued row (open() creates it).
         sql = f"""
             UPDATE queued_tasks SET state = 'doing', date_started = ?, claimed_by = ?
             WHERE id IN (
-                SELECT id FROM queued_tasks
+                SELECT id FROM queued_tasks INDEXED BY queued_tasks_claim_idx
                 WHERE state = 'enqueued' AND date_scheduled <= ? {channel_filter}
                 ORDER BY -priority, date_scheduled, id
                 LIMIT ?
@@ -1075,13 +1095,20 @@ class SqliteRepository:
 
 
 async def _rollback(conn: Any) -> None:
-    """Roll back the open transaction, if any. A failure here leaves the transaction to
-    ``SqliteRepository._ready``, which rolls it back before the next statement."""
+    """Roll back the open transaction, if any.
+
+    Issued unconditionally rather than after checking ``in_transaction``: when a call is
+    cancelled, its ``BEGIN`` may still be queued in the connection's thread (waiting on
+    another process's lock), and only a statement queued behind it undoes it. "No
+    transaction is active" is then the normal answer. Any other failure leaves the
+    transaction to ``SqliteRepository._ready``, which rolls it back before the next call."""
     try:
-        if conn.in_transaction:
-            await conn.execute_fetchall("ROLLBACK")
+        await conn.execute_fetchall("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "no transaction is active" not in str(exc):
+            logger.warning("rollback failed; the next call rolls back: %s", exc)
     except (sqlite3.Error, ValueError):
-        logger.debug("rollback failed; the next call rolls back", exc_info=True)
+        logger.warning("rollback failed; the next call rolls back", exc_info=True)
 
 
 def _unique(values: Iterable[str]) -> tuple[str, ...]:

@@ -214,3 +214,11 @@ async def log_many(n: int) -> int:
     for i in range(n):
         log.info("line %d", i)
     return n
+
+
+async def set_bad_context() -> str:
+    try:
+        set_context("bad", {1, 2})
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "accepted"

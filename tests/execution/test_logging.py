@@ -1,0 +1,142 @@
+"""Per-task logs: levels, names, extra fields, tracebacks, loguru, threads, 10,000 lines."""
+
+from __future__ import annotations
+
+import pytest
+from loguru import logger as loguru_logger
+
+from taskqueue_core.logging import LogBuffer, TaskLogger, get_logger, getLogger, install_task_sink
+from taskqueue_core.models import LogRecord, NewLogRecord
+from taskqueue_core.queue import TaskQueue
+from taskqueue_core.testing import run_until_idle
+from tests.execution import tasks
+from tests.execution.conftest import counting
+
+
+async def _all_logs(queue: TaskQueue, task_id: int) -> list[LogRecord]:
+    rows: list[LogRecord] = []
+    after: int | None = None
+    while True:
+        page = await queue.get_logs(task_id, after_id=after, limit=1000)
+        if not page:
+            return rows
+        rows.extend(page)
+        after = page[-1].id
+
+
+async def test_task_logs_reach_the_table_with_levels_names_extra_and_tracebacks(
+    queue_all: TaskQueue,
+) -> None:
+    queue = queue_all
+    ref = queue.add_task(tasks.log_everything, "x")
+    await run_until_idle(queue)
+    assert await ref.wait(5) == "x"
+    # Stored before the outcome: readable as soon as wait() returns.
+    rows = await _all_logs(queue, await ref.get_task_id())
+    summary = [(r.type, r.name, r.message) for r in rows]
+    assert summary == [
+        ("debug", "tests.logging", "debug x"),
+        ("info", "tests.logging", "info x"),
+        ("warning", "tests.logging", "warning {braces} kept"),
+        ("error", "tests.logging", "Task failed"),
+        ("error", "tests.logging", "caught it"),
+        ("info", "tests.execution.tasks", "straight from loguru x"),
+        ("critical", "tests.logging", "critical"),
+    ]
+    info = {r.message: r.info for r in rows}
+    assert info["debug x"] is None
+    assert info["info x"] == {"user": 7, "tags": ["a", "b"]}
+    assert info["Task failed"] == {"context": {"step": "validation"}}
+    traceback = info["caught it"]
+    assert traceback is not None
+    assert "ZeroDivisionError: boom" in traceback["traceback"]
+    assert "log_everything" in traceback["traceback"]
+    assert info["straight from loguru x"] == {"origin": "loguru"}
+    assert all(r.date_created.tzinfo is not None for r in rows)
+
+
+async def test_logs_from_a_thread_task_are_stored(queue: TaskQueue) -> None:
+    ref = queue.add_task(tasks.sync_log, "t")
+    await run_until_idle(queue)
+    await ref.wait(5)
+    rows = await _all_logs(queue, await ref.get_task_id())
+    assert [(r.type, r.name, r.message) for r in rows] == [
+        ("info", "tests.thread", "from a thread: t"),
+        ("warning", "tests.execution.tasks", "loguru from a thread"),
+    ]
+
+
+async def test_ten_thousand_lines_are_all_stored_in_batches(queue: TaskQueue) -> None:
+    ref = queue.add_task(tasks.log_many, 10_000)
+    await run_until_idle(queue, timeout=120)
+    assert await ref.wait(5) == 10_000
+    rows = await _all_logs(queue, await ref.get_task_id())
+    assert [r.message for r in rows] == [f"line {i}" for i in range(10_000)]
+    repo = counting(queue)
+    assert sum(repo.sizes["append_logs"]) == 10_000
+    assert repo.calls["append_logs"] <= 15
+
+
+async def test_logging_outside_a_task_goes_to_the_console_only(queue: TaskQueue) -> None:
+    lines: list[str] = []
+    sink = loguru_logger.add(lambda m: lines.append(m.record["message"]), level="DEBUG")
+    try:
+        getLogger("outside").info("not in a task %d", 1)
+        ref = queue.add_task(tasks.noop)
+        await run_until_idle(queue)
+        await ref.wait(5)
+    finally:
+        loguru_logger.remove(sink)
+    assert "not in a task 1" in lines
+    assert await _all_logs(queue, await ref.get_task_id()) == []
+    assert counting(queue).calls["append_logs"] == 0
+
+
+def test_the_logger_api_is_the_standard_librarys() -> None:
+    lines: list[tuple[str, str, dict[str, object]]] = []
+    sink = loguru_logger.add(
+        lambda m: lines.append((m.record["level"].name, m.record["message"], m.record["extra"])),
+        level="DEBUG",
+    )
+    try:
+        log = getLogger("api")
+        assert getLogger("api") is log and get_logger("api") is log
+        assert isinstance(log, TaskLogger) and log.name == "api"
+        log.info("%(who)s says %(what)s", {"who": "a", "what": "hi"})
+        log.log(30, "level %s", "by number")
+        log.warning("extra", extra={"k": 1})
+        try:
+            raise KeyError("k")
+        except KeyError as exc:
+            log.error("with exc_info", exc_info=exc)
+    finally:
+        loguru_logger.remove(sink)
+    assert [(level, message) for level, message, _ in lines] == [
+        ("INFO", "a says hi"),
+        ("WARNING", "level by number"),
+        ("WARNING", "extra"),
+        ("ERROR", "with exc_info"),
+    ]
+    assert lines[2][2]["k"] == 1
+
+
+def test_install_task_sink_is_idempotent() -> None:
+    before = len(loguru_logger._core.handlers)  # type: ignore[attr-defined]
+    install_task_sink()
+    install_task_sink()
+    assert len(loguru_logger._core.handlers) == before  # type: ignore[attr-defined]
+
+
+def test_a_full_buffer_drops_and_reports_instead_of_blocking() -> None:
+    woken: list[int] = []
+    buffer = LogBuffer(limit=5, batch_size=2, on_batch=lambda: woken.append(len(buffer)))
+    for i in range(8):
+        buffer.add(NewLogRecord(task_id=1, type="info", name="n", message=str(i)))
+    assert woken == [2, 4]
+    drained = buffer.drain(100)
+    assert [r.message for r in drained[:5]] == ["0", "1", "2", "3", "4"]
+    assert drained[5].type == "warning" and drained[5].info == {"dropped": 3}
+    assert "3 log lines" in drained[5].message
+    assert buffer.drain(100) == []
+    with pytest.raises(ValueError):
+        LogBuffer(limit=0)

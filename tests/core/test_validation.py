@@ -173,6 +173,7 @@ BAD: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
 ]
 
 
+@pytest.mark.parametrize("backend", ["memory"])
 @pytest.mark.parametrize(
     ("args", "kwargs", "error", "message"),
     [pytest.param(a, k, e, m, id=name) for name, a, k, e, m in BAD],
@@ -193,6 +194,32 @@ async def test_add_task_refuses_bad_input_at_once(
     await queue.flush()
     assert counting.create_calls == []
     assert (await queue.list_tasks()).total == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("backend", ["postgres"])
+async def test_no_bad_input_reaches_the_database(
+    queue: TaskQueue, counting: CountingRepository, pg_url: str
+) -> None:
+    """Every case above, on one PostgreSQL database: refused, and not a row written."""
+    import asyncpg
+
+    from tests.conftest import _asyncpg_url
+
+    for case, args, kwargs, error, message in BAD:
+        with pytest.raises(error, match=message):
+            queue.add_task(*args, **kwargs)
+        with pytest.raises(error, match=message):
+            await queue.enqueue(*args, **kwargs)
+        assert queue.pending_count == 0, case
+    await asyncio.wait_for(queue.flush(), 30)
+    assert counting.create_calls == []
+    conn = await asyncpg.connect(_asyncpg_url(pg_url))
+    try:
+        for table in ("queued_tasks", "queued_task_dependencies", "queued_task_logs"):
+            assert await conn.fetchval(f"SELECT count(*) FROM {table}") == 0, table
+    finally:
+        await conn.close()
 
 
 async def test_coroutine_instead_of_function_is_refused_and_closed(queue: TaskQueue) -> None:

@@ -75,16 +75,26 @@ class CountingRepository:
         return await self.inner.get_states(task_ids)
 
 
-def make_repository(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+def make_repository(kind: str, url: str | None) -> Any:
     if kind == "memory":
         return InMemoryRepository()
+    assert url is not None
     if kind == "sqlite":
         from taskqueue_core.tortoise.sqlite import SqliteRepository
 
-        return SqliteRepository(f"sqlite://{tmp_path}/tq.sqlite3")
+        return SqliteRepository(url)
     from taskqueue_core.tortoise.postgres import PostgresRepository
 
-    return PostgresRepository(str(request.getfixturevalue("pg_url")))
+    return PostgresRepository(url)
+
+
+def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str | None:
+    # Called from plain (sync) fixtures: pg_url's session template is made outside a loop.
+    if kind == "sqlite":
+        return f"sqlite://{tmp_path}/tq.sqlite3"
+    if kind == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return None
 
 
 def test_config(**overrides: Any) -> QueueConfig:
@@ -111,10 +121,8 @@ def _fresh_signals() -> Any:
     tasks.reset()
 
 
-async def _open_queue(
-    kind: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[TaskQueue]:
-    repo = CountingRepository(make_repository(kind, request, tmp_path))
+async def _open_queue(kind: str, url: str | None) -> AsyncIterator[TaskQueue]:
+    repo = CountingRepository(make_repository(kind, url))
     queue = TaskQueue(test_config(), repository=repo, hooks=HookRegistry())  # type: ignore[arg-type]
     await queue.open()
     try:
@@ -124,16 +132,28 @@ async def _open_queue(
 
 
 @pytest.fixture(params=BACKENDS)
-async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskQueue]:
-    """An open queue on memory and on PostgreSQL (4 slots, fast retries)."""
-    async for q in _open_queue(request.param, request, tmp_path):
-        yield q
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str | None]:
+    kind = str(request.param)
+    return kind, _url(kind, request, tmp_path)
 
 
 @pytest.fixture(params=ALL_BACKENDS)
-async def queue_all(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TaskQueue]:
+def any_backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str | None]:
+    kind = str(request.param)
+    return kind, _url(kind, request, tmp_path)
+
+
+@pytest.fixture
+async def queue(backend: tuple[str, str | None]) -> AsyncIterator[TaskQueue]:
+    """An open queue on memory and on PostgreSQL (4 slots, fast retries)."""
+    async for q in _open_queue(*backend):
+        yield q
+
+
+@pytest.fixture
+async def queue_all(any_backend: tuple[str, str | None]) -> AsyncIterator[TaskQueue]:
     """An open queue on memory, PostgreSQL and SQLite."""
-    async for q in _open_queue(request.param, request, tmp_path):
+    async for q in _open_queue(*any_backend):
         yield q
 
 

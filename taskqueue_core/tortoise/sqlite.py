@@ -466,14 +466,23 @@ class SqliteRepository:
             raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
 
     @asynccontextmanager
-    async def _writing(self, verb: str) -> AsyncIterator[Any]:
+    async def _writing(self, verb: str, *, single: bool = False) -> AsyncIterator[Any]:
         """The raw connection inside ``BEGIN IMMEDIATE``; commits on success, rolls back on
-        any exception. Holds the write lock throughout."""
+        any exception. Holds the write lock throughout.
+
+        ``single``: the body runs exactly one statement (no executemany), which SQLite
+        makes its own transaction. A writing statement asks for the write lock before it
+        reads anything, just as BEGIN IMMEDIATE does, so this saves two round trips. Only
+        for idempotent writes (servers' rows): a cancelled call's statement may still run
+        once the lock is free, with nothing to roll it back."""
         client = self._require_client()
         async with self._write_lock:
             try:
                 async with client.acquire_connection() as conn:
                     await self._ready(conn)
+                    if single:
+                        yield conn
+                        return
                     # IMMEDIATE takes the write lock now: a deferred transaction that reads
                     # first would fail with SQLITE_BUSY (no retry) on its first write if
                     # another process wrote in between.
@@ -574,6 +583,9 @@ class SqliteRepository:
             )
             {_RETURNING_TASK}
         """
+        # A transaction even for one statement: if this call is cancelled while the UPDATE
+        # waits for another process's lock, the ROLLBACK queued behind it undoes the claim
+        # (a lone statement would still run later, marking tasks doing for nobody).
         async with self._writing("claim") as conn:
             rows = await conn.execute_fetchall(sql, params)
         return sorted((_task(r) for r in rows), key=_claim_key)
@@ -600,11 +612,13 @@ class SqliteRepository:
             params[state].append(_outcome_params(outcome, state, now))
         async with self._writing("complete") as conn:
             live_rows = await conn.execute_fetchall(
-                f"SELECT id, channel FROM queued_tasks WHERE id IN ({_IDS}) "
-                "AND state = 'doing' AND claimed_by = ?",
+                "SELECT id, channel, EXISTS (SELECT 1 FROM queued_task_dependencies "
+                "WHERE parent_id = queued_tasks.id) FROM queued_tasks "
+                f"WHERE id IN ({_IDS}) AND state = 'doing' AND claimed_by = ?",
                 (json.dumps(list(firsts)), server_name),
             )
             live = {row[0]: row[1] for row in live_rows}
+            parents = {row[0] for row in live_rows if row[2]}
             for state, group in params.items():
                 group = [p for p in group if p["id"] in live]
                 if group:
@@ -613,10 +627,15 @@ class SqliteRepository:
                 state: [p["id"] for p in group if p["id"] in live]
                 for state, group in params.items()
             }
-            released = await _release_children(conn, by_state[TaskState.DONE])
-            failed = await _cascade(conn, by_state[TaskState.FAILED], TaskState.FAILED, now)
+
+            # Only tasks with children cascade (most tasks have none: no statement at all).
+            def having_children(state: TaskState) -> list[int]:
+                return [i for i in by_state[state] if i in parents]
+
+            released = await _release_children(conn, having_children(TaskState.DONE))
+            failed = await _cascade(conn, having_children(TaskState.FAILED), TaskState.FAILED, now)
             cancelled = await _cascade(
-                conn, by_state[TaskState.CANCELLED], TaskState.CANCELLED, now
+                conn, having_children(TaskState.CANCELLED), TaskState.CANCELLED, now
             )
         changed = [task_id for task_id in firsts if task_id in live]
         retried = by_state[TaskState.ENQUEUED]
@@ -802,7 +821,7 @@ class SqliteRepository:
         """Insert or replace the row of ``server.server_name`` (running, heartbeat now)."""
         now = _now()
         started = server.started_at or now
-        async with self._writing("register_server") as conn:
+        async with self._writing("register_server", single=True) as conn:
             await conn.execute_fetchall(
                 """
                 INSERT INTO queued_task_workers (server_name, hostname, pid, max_workers,
@@ -831,7 +850,7 @@ class SqliteRepository:
 
     async def heartbeat(self, server_name: str, active_workers: int, idle_workers: int) -> bool:
         """Record that the server is alive now; False when it has no row (re-register)."""
-        async with self._writing("heartbeat") as conn:
+        async with self._writing("heartbeat", single=True) as conn:
             rows = await conn.execute_fetchall(
                 "UPDATE queued_task_workers SET last_heartbeat = ?, active_workers = ?, "
                 "idle_workers = ? WHERE server_name = ? RETURNING id",
@@ -841,7 +860,7 @@ class SqliteRepository:
 
     async def unregister_server(self, server_name: str) -> None:
         """Delete the server's row."""
-        async with self._writing("unregister_server") as conn:
+        async with self._writing("unregister_server", single=True) as conn:
             await conn.execute_fetchall(
                 "DELETE FROM queued_task_workers WHERE server_name = ?", (server_name,)
             )

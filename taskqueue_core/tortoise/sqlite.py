@@ -451,6 +451,11 @@ class SqliteRepository:
     async def _reading(self, verb: str, *, snapshot: bool = False) -> AsyncIterator[Any]:
         """The raw connection for reads; ``snapshot`` wraps them in one read transaction."""
         client = self._require_client()
+        joined = self._host_transaction(client)
+        if joined is not None:
+            async with self._joining(joined, verb) as conn:
+                yield conn
+            return
         try:
             async with client.acquire_connection() as conn:
                 await self._ready(conn)
@@ -476,6 +481,13 @@ class SqliteRepository:
         for idempotent writes (servers' rows): a cancelled call's statement may still run
         once the lock is free, with nothing to roll it back."""
         client = self._require_client()
+        joined = self._host_transaction(client)
+        if joined is not None:
+            # Not under the write lock: another write of ours may be holding it while it
+            # waits for the connection, which the caller's transaction holds until we return.
+            async with self._joining(joined, verb) as conn:
+                yield conn
+            return
         async with self._write_lock:
             try:
                 async with client.acquire_connection() as conn:
@@ -495,6 +507,34 @@ class SqliteRepository:
                     await conn.execute_fetchall("COMMIT")
             except _driver_errors() as exc:
                 raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
+
+    def _host_transaction(self, client: Any) -> Any:
+        """The host application's open Tortoise transaction on the shared connection, when
+        the calling task is inside one (else None).
+
+        Tortoise keeps a transaction in a context variable and holds the connection's lock
+        until it ends: a verb that waited for that lock from inside the same task would wait
+        forever, so it joins the transaction instead (its writes commit or roll back with
+        the caller's, and its events are sent at once, as with ``transaction=``)."""
+        if self._given_client is None:
+            return None  # our own connection: no host transaction can hold it
+        try:
+            from tortoise.context import get_current_context
+
+            context = get_current_context()
+            if context is None or not context.inited:
+                return None
+            current = context.connections._get_storage().get(client.connection_name)
+        except Exception:  # an unknown Tortoise layout: behave as outside a transaction
+            logger.debug("cannot look for a host transaction", exc_info=True)
+            return None
+        if current is None or current is client:
+            return None
+        raw: Any = getattr(current, "_connection", None)
+        shares_connection = raw is not None and raw is getattr(client, "_connection", None)
+        if not shares_connection or getattr(current, "_finalized", True):
+            return None
+        return current if raw.in_transaction else None
 
     @asynccontextmanager
     async def _joining(self, transaction: Any, verb: str) -> AsyncIterator[Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,29 @@ async def test_create_inside_the_host_transaction_commits_with_it(
                 raise RuntimeError("rolled back")
         assert await repo.get_states([kept, lost]) == {kept: TaskState.ENQUEUED}
         assert [t.id for t in await repo.claim_tasks("s", 5)] == [kept]
+    finally:
+        await repo.close()
+
+
+async def test_verbs_called_inside_the_host_transaction_join_it(
+    host: TortoiseContext, db_url: str
+) -> None:
+    """Without ``transaction=``, a call from inside the host's transaction on the shared
+    connection joins it rather than waiting forever for the connection it holds."""
+    repo = SqliteRepository(db_url, client=host.db("default"))
+    await repo.open()
+    try:
+        with pytest.raises(RuntimeError, match="rolled back"):
+            async with in_transaction("default"):
+                (task_id,) = await asyncio.wait_for(repo.create_tasks([new()]), 10)
+                claimed = await asyncio.wait_for(repo.claim_tasks("s", 5), 10)
+                assert [t.id for t in claimed] == [task_id]
+                assert (await repo.get_states([task_id]))[task_id] is TaskState.DOING
+                raise RuntimeError("rolled back")
+        assert await repo.get_states([task_id]) == {}
+        async with in_transaction("default"):
+            (kept,) = await asyncio.wait_for(repo.create_tasks([new()]), 10)
+        assert await repo.get_states([kept]) == {kept: TaskState.ENQUEUED}
     finally:
         await repo.close()
 

@@ -422,9 +422,9 @@ class SqliteRepository:
         self._prepared = conn
 
     async def close(self) -> None:
-        """Close the connection this repository opened (a shared client stays open).
-        Idempotent."""
-        async with self._open_lock:
+        """Close the connection this repository opened (a shared client stays open), once
+        the write in progress, if any, has finished. Idempotent."""
+        async with self._open_lock, self._write_lock:
             context, self._context = self._context, None
             self._client = None
             self._prepared = None
@@ -781,7 +781,7 @@ class SqliteRepository:
         """Put failed, cancelled or stopped tasks back (``enqueued``, or ``waiting`` while a
         parent is not done) with ``retry_count`` 0 and no error or end dates, and restore to
         ``waiting`` the descendants failed or cancelled because of them. Returns the ids
-        changed: the retried tasks, then the restored descendants."""
+        changed (retried and restored), ascending. A retried task is due at once."""
         ids = _ids(task_ids)
         if not ids:
             return []

@@ -90,9 +90,13 @@
   }
 
   function taskDuration(task) {
-    if (task.execution_time !== null && task.execution_time !== undefined) return duration(task.execution_time);
+    // A running task counts from its start; an ended one shows its run time. A task back
+    // in the queue for a retry shows nothing: its last attempt's time would mislead.
     if (task.state === "doing" && task.date_started) {
-      return duration((Date.now() - parseDate(task.date_started).getTime()) / 1000);
+      return duration(Math.max(0, (Date.now() - parseDate(task.date_started).getTime()) / 1000));
+    }
+    if (task.date_ended && task.execution_time !== null && task.execution_time !== undefined) {
+      return duration(task.execution_time);
     }
     return "—";
   }
@@ -267,7 +271,7 @@
         renderBulkbar();
       },
     });
-    var sub = [];
+    var sub = [modulePath(task.name)];
     if (task.parent_task) sub.push("child of #" + task.parent_task);
     if (task.retry_count) sub.push("retry " + task.retry_count + "/" + task.max_retries);
     if (task.exception_name) sub.push(task.exception_name);
@@ -278,20 +282,25 @@
     },
       h("td", { class: "col-check mutating" }, checkbox),
       h("td", { class: "id", text: "#" + task.id }),
-      h("td", null, h("div", { class: "task-name", text: shortName(task.name), title: task.name }),
-        sub.length ? h("div", { class: "task-sub", text: sub.join(" · ") }) : null),
+      h("td", { class: "col-task" }, h("div", { class: "task-name", text: shortName(task.name), title: task.name }),
+        h("div", { class: "task-sub", text: sub.filter(Boolean).join(" · "), title: task.name })),
       h("td", null, badge(task.state)),
       h("td", null, progressBar(task.progress, false) || h("span", { class: "muted", text: "—" })),
-      h("td", { class: "muted", text: task.channel }),
+      h("td", { class: "muted col-channel", text: task.channel }),
       h("td", { class: "time", title: fullTime(task.date_enqueued), text: ago(task.date_enqueued) }),
       h("td", { class: "num", text: taskDuration(task) }),
       h("td", { class: "col-actions mutating" }, rowActions(task, true)));
   }
 
   function shortName(name) {
-    // "examples.app.send_email" reads best as its last two parts.
-    var parts = name.split(".");
-    return parts.length > 2 ? parts.slice(-2).join(".") : name;
+    // "examples.tasks.send_email" reads best as "send_email", with the module under it.
+    var cut = name.lastIndexOf(".");
+    return cut > 0 && cut < name.length - 1 ? name.slice(cut + 1) : name;
+  }
+
+  function modulePath(name) {
+    var cut = name.lastIndexOf(".");
+    return cut > 0 && cut < name.length - 1 ? name.slice(0, cut) : "";
   }
 
   function rowActions(task, small) {
@@ -418,7 +427,7 @@
       ["Function", fn],
       ["Channel", task.channel],
       ["Priority", task.priority],
-      ["Attempts", task.retry_count + " of " + (task.max_retries + 1)],
+      ["Retries", task.retry_count + " of " + task.max_retries],
       ["Parent", task.parent_task ? link(task.parent_task) : "—"],
       ["Children", task.children.length ? task.children.map(link) : "—"],
       ["Enqueued", fullTime(task.date_enqueued)],

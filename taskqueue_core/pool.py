@@ -73,15 +73,19 @@ class _WorkItem:
         self.args = args
         self.kwargs = kwargs
 
-    def run(self) -> None:
-        if not self.future.set_running_or_notify_cancel():
-            return
+    def call(self) -> Callable[[], None] | None:
+        """Run the function; return what hands its outcome to the caller (None: the call
+        was cancelled before it started). Settling is left to the slot, so that the slot
+        can make itself available first."""
+        future = self.future
+        if not future.set_running_or_notify_cancel():
+            return None
         try:
             result = self.fn(*self.args, **self.kwargs)
         except BaseException as exc:
-            self.future.set_exception(exc)
-        else:
-            self.future.set_result(result)
+            error = exc  # ``exc`` is unbound after the except block
+            return lambda: future.set_exception(error)
+        return lambda: future.set_result(result)
 
 
 class _SlotFuture(concurrent.futures.Future[Any]):
@@ -256,33 +260,46 @@ class SlotExecutor(concurrent.futures.Executor):
     def _serve(self, slot: _Slot) -> None:
         while True:
             item = slot.item
-            if item is not None:
-                # Each call runs in the context it was submitted with (the caller copies it).
-                item.run()
+            settle = item.call() if item is not None else None
             with self._lock:
                 slot.item = None
-                if slot.abandoned:
-                    slot.abandoned = False
-                    self._abandoned -= 1
-                    if self._shutdown or self._counted >= self._config.max_workers:
-                        return
-                    self._counted += 1  # back in service
-                else:
-                    self._busy -= 1
-                if self._counted > self._config.max_workers or self._shutdown:
-                    self._counted -= 1
-                    return
-                if self._backlog:
+                keep = self._after_call(slot)
+                if keep and self._backlog:
                     slot.item = self._backlog.popleft()
                     slot.item.future.slot = slot
                     self._busy += 1
-                    continue
+                elif keep:
+                    # Idle (and reusable) before its caller hears back: a caller that submits
+                    # again at once gets this same slot, so the others can retire.
+                    self._idle.append(slot)
+            if settle is not None:
+                settle()
+            if not keep:
+                return
+            if slot.item is not None:
+                continue
+            with self._lock:
                 if not self._wait_for_work(slot):
                     return
 
+    def _after_call(self, slot: _Slot) -> bool:
+        """Count the end of a call; False when the slot must retire (count updated)."""
+        if slot.abandoned:
+            slot.abandoned = False
+            self._abandoned -= 1
+            if self._shutdown or self._counted >= self._config.max_workers:
+                return False  # replaced meanwhile: the stray thread just ends
+            self._counted += 1  # back in service
+        else:
+            self._busy -= 1
+        if self._counted > self._config.max_workers or self._shutdown:
+            self._counted -= 1
+            return False
+        return True
+
     def _wait_for_work(self, slot: _Slot) -> bool:
-        """Wait idle (lock held) for an item; False when the slot retires (count updated)."""
-        self._idle.append(slot)
+        """Wait idle (lock held, slot on the idle stack) for an item; False when the slot
+        retires (count updated)."""
         since = time.monotonic()
         while slot.item is None:
             remaining = self._config.worker_idle_timeout - (time.monotonic() - since)

@@ -86,6 +86,9 @@ WATCH_TICK = 0.05
 LOG_BATCH = 1_000
 """Log rows per ``append_logs`` call."""
 
+OUTCOME_BATCH = 500
+"""Most outcomes per ``complete_tasks`` call: bounded statements keep each write short."""
+
 FINAL_FLUSH_TIMEOUT = 10.0
 """Seconds a stopping worker keeps trying to write its buffers before giving up."""
 
@@ -822,8 +825,9 @@ class _Writer:
         if contexts:
             self._contexts = {}
             await self._call("update_contexts", self._repository.update_contexts, contexts)
-        if self._outcomes:
-            outcomes, self._outcomes = self._outcomes, []
+        while self._outcomes:
+            outcomes = self._outcomes[:OUTCOME_BATCH]
+            del self._outcomes[:OUTCOME_BATCH]
             self.outcomes_written += len(outcomes)
             await self._call(
                 "complete_tasks", self._repository.complete_tasks, self._server_name, outcomes

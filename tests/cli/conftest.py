@@ -115,6 +115,12 @@ def console(request: pytest.FixtureRequest, tmp_path: Path) -> Console:
 
 
 @pytest.fixture
+def memory_console() -> Console:
+    """A console on the in-memory fake: for command-line checks that fail before any query."""
+    return Console("memory", "memory://")
+
+
+@pytest.fixture
 def pg_console(pg_url: str) -> Console:
     """A console on PostgreSQL only (for what only PostgreSQL does, or SQL-level setup)."""
     return Console("postgres", pg_url)

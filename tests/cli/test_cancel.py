@@ -67,7 +67,7 @@ def test_unknown_id_cancels_nothing(console: Console) -> None:
     assert _states(console, [task_id]) == {task_id: TaskState.ENQUEUED}
 
 
-def test_needs_an_id(console: Console) -> None:
-    result = console("cancel")
+def test_needs_an_id(memory_console: Console) -> None:
+    result = memory_console("cancel")
     assert result.code == 2
     assert result.err.count("\n") == 1 and "ids" in result.err

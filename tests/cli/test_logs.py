@@ -76,8 +76,8 @@ def test_unknown_task(console: Console) -> None:
     assert result.err.strip() == "error: no task has id 424242"
 
 
-def test_bad_interval(console: Console) -> None:
-    result = console("logs 1 --follow --interval=abc")
+def test_bad_interval(memory_console: Console) -> None:
+    result = memory_console("logs 1 --follow --interval=abc")
     assert result.code == 2
     assert "--interval must be a number of seconds" in result.err
 

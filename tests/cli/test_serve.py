@@ -128,7 +128,7 @@ def test_missing_uvicorn_is_one_clear_line(tmp_path: Path) -> None:
         ("serve tests.cli.app:app --host=", "error: --host must not be empty"),
     ],
 )
-def test_bad_options(console: Console, args: str, message: str) -> None:
-    result = console(args)
+def test_bad_options(memory_console: Console, args: str, message: str) -> None:
+    result = memory_console(args)
     assert result.code == 2, result
     assert result.err.startswith(message), result.err

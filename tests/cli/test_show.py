@@ -63,9 +63,9 @@ def test_unknown_task_is_one_line_and_exit_1(console: Console) -> None:
     assert result.err.strip() == "error: no task has id 987654"
 
 
-def test_bad_id_is_a_usage_error(console: Console) -> None:
+def test_bad_id_is_a_usage_error(memory_console: Console) -> None:
     for bad in ("abc", "0", "-3"):
-        result = console(f"show -- {bad}")
+        result = memory_console(f"show -- {bad}")
         assert result.code == 2, (bad, result)
         assert (
             result.err.strip() == f"error: a task id must be a positive whole number, got '{bad}'"

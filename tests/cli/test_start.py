@@ -134,14 +134,14 @@ def test_processes_each_register_and_unregister(pg_console: Console, tmp_path: P
     assert _servers(pg_console) == []
 
 
-def test_start_refuses_bad_options(pg_console: Console) -> None:
+def test_start_refuses_bad_options(memory_console: Console) -> None:
     for args, message in [
         ("start --workers=abc", "error: --workers must be a whole number of at least 1, got 'abc'"),
         ("start --workers=0", "error: --workers must be a whole number of at least 1, got '0'"),
         ("start --processes=-1", "error: --processes must be a whole number from 1 to 256"),
         ("start --channel=", "error: --channel must name a channel"),
     ]:
-        result = pg_console(args)
+        result = memory_console(args)
         assert result.code == 2, (args, result)
         assert result.err.startswith(message), (args, result)
         assert result.err.count("\n") == 1

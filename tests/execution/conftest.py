@@ -97,7 +97,7 @@ def _url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str | Non
     return None
 
 
-def test_config(**overrides: Any) -> QueueConfig:
+def make_config(**overrides: Any) -> QueueConfig:
     values: dict[str, Any] = {
         "database_url": "memory://",
         "max_workers": 4,
@@ -123,7 +123,7 @@ def _fresh_signals() -> Any:
 
 async def _open_queue(kind: str, url: str | None) -> AsyncIterator[TaskQueue]:
     repo = CountingRepository(make_repository(kind, url))
-    queue = TaskQueue(test_config(), repository=repo, hooks=HookRegistry())  # type: ignore[arg-type]
+    queue = TaskQueue(make_config(), repository=repo, hooks=HookRegistry())  # type: ignore[arg-type]
     await queue.open()
     try:
         yield queue
@@ -163,7 +163,7 @@ async def pg_queue(pg_url: str) -> AsyncIterator[TaskQueue]:
     from taskqueue_core.tortoise.postgres import PostgresRepository
 
     repo = CountingRepository(PostgresRepository(pg_url))
-    queue = TaskQueue(test_config(), repository=repo, hooks=HookRegistry())  # type: ignore[arg-type]
+    queue = TaskQueue(make_config(), repository=repo, hooks=HookRegistry())  # type: ignore[arg-type]
     await queue.open()
     try:
         yield queue

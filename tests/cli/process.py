@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import pty
+import select
 import signal
 import subprocess
 import sys
@@ -71,14 +73,14 @@ class Taskq:
     def err(self) -> str:
         return self.err_path.read_text()
 
-    def terminate(self, *, timeout: float) -> int:
-        """Send SIGTERM and return the exit code (fails if it does not exit in time)."""
-        self.process.send_signal(signal.SIGTERM)
+    def terminate(self, *, timeout: float, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Send ``sig`` and return the exit code (fails if it does not exit in time)."""
+        self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(
-                f"taskq did not exit within {timeout} s of SIGTERM\n{self.err}"
+                f"taskq did not exit within {timeout} s of {sig.name}\n{self.err}"
             ) from None
 
     def close(self) -> None:
@@ -97,3 +99,35 @@ def taskq(args: list[str], env: dict[str, str], logs: Path) -> Iterator[Taskq]:
         yield running
     finally:
         running.close()
+
+
+def run_on_terminal(args: list[str], env: dict[str, str], *, timeout: float) -> tuple[int, str]:
+    """Run ``taskq *args`` with stdout and stderr on a pseudo-terminal; return (code, output)."""
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [*taskq_command(), *args], cwd=ROOT, env=env, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"taskq {' '.join(args)} did not finish within {timeout} s")
+            ready, _, _ = select.select([leader], [], [], remaining)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the process ended
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return process.wait(timeout=timeout), b"".join(chunks).decode()
+    finally:
+        os.close(leader)
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)

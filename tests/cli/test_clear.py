@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from taskqueue_core import TaskQueue, TaskState
 from taskqueue_core.testing import run_until_idle
 from tests.cli import tasks
 from tests.cli.conftest import Console
+from tests.cli.process import environment, run_on_terminal
 
 
 def _seed(console: Console) -> dict[str, list[int]]:
@@ -75,3 +78,13 @@ def test_nothing_pending(console: Console) -> None:
     assert result.code == 0, result
     assert result.out.strip() == "No pending tasks."
     assert console("clear -c mail").out.strip() == "No pending tasks in channel 'mail'."
+
+
+@pytest.mark.postgres
+def test_progress_bar_and_confirmation_on_a_terminal(pg_console: Console) -> None:
+    _seed(pg_console)
+    env = environment(pg_console.url)
+    code, output = run_on_terminal(["clear", "--yes"], env, timeout=60)
+    assert code == 0, output
+    assert "3/3" in output and "100%" in output
+    assert "Deleted 3 pending tasks." in output

@@ -87,3 +87,12 @@ def test_missing_database_is_one_line(pg_url: str) -> None:
     assert result.code == 1
     assert result.err.count("\n") == 1, result.err
     assert "tq_test_does_not_exist" in result.err
+
+
+@pytest.mark.postgres
+def test_commands_on_an_unmigrated_database_point_to_migrate(empty_pg_url: str) -> None:
+    result = run(f"status --database-url={empty_pg_url}")
+    assert result.code == 1
+    assert result.err.count("\n") == 1, result.err
+    assert result.err.startswith(f"error: cannot open the database {empty_pg_url}: ")
+    assert "taskq migrate" in result.err

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import pty
-import select
 import subprocess
-import sys
-import time
 
 import asyncpg
 import pytest
@@ -16,6 +11,7 @@ from taskqueue_core import TaskQueue, TaskState
 from taskqueue_core.testing import run_until_idle
 from tests.cli import tasks
 from tests.cli.conftest import SECRET, Console
+from tests.cli.process import environment, run_on_terminal, taskq_command
 from tests.conftest import _asyncpg_url
 
 
@@ -156,34 +152,19 @@ def test_bad_arguments(memory_console: Console, args: str, message: str) -> None
 def test_progress_bar_on_a_terminal(pg_console: Console) -> None:
     """On a terminal ``retry --failed`` draws a progress bar; through a pipe it does not."""
     _failures(pg_console, 3)
-    env = {**os.environ, "QUEUE_SECRET_KEY": SECRET, "COLUMNS": "80"}
-    command = [sys.executable, "-m", "taskqueue_core.cli", "retry", "--failed"]
-    command += ["--database-url", pg_console.url]
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(command, stdout=follower, stderr=follower, env=env)
-    os.close(follower)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + 60
-    while True:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, "taskq retry did not finish on the terminal"
-        ready, _, _ = select.select([leader], [], [], remaining)
-        if not ready:
-            continue
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # the terminal closed: the process ended
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    assert process.wait(timeout=30) == 0
-    output = b"".join(chunks).decode()
+    env = environment(pg_console.url, secret_key=SECRET)
+    code, output = run_on_terminal(["retry", "--failed"], env, timeout=60)
+    assert code == 0, output
     assert "3/3" in output and "100%" in output
     assert "Retried 3 tasks" in output
 
     _failures(pg_console, 1)  # (its worker also fails the 3 retried tasks again)
-    piped = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    piped = subprocess.run(
+        [*taskq_command(), "retry", "--failed"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout.strip() == "Retried 4 tasks (4 failed tasks selected)."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from pathlib import Path
 
@@ -87,7 +88,10 @@ def test_start_runs_tasks_reports_and_finishes_them_on_sigterm(
     assert "Traceback" not in worker.err
 
 
-def test_sigterm_hands_unfinished_tasks_back(pg_console: Console, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_hands_unfinished_tasks_back(
+    pg_console: Console, tmp_path: Path, sig: signal.Signals
+) -> None:
     env = environment(pg_console.url, shutdown_grace="0.2")
     with taskq(
         ["start", "--workers=3", "-i", "tests.cli.tasks"], env, tmp_path / "start"
@@ -99,7 +103,7 @@ def test_sigterm_hands_unfinished_tasks_back(pg_console: Console, tmp_path: Path
             timeout=30,
             what="the tasks to run",
         )
-        assert worker.terminate(timeout=20) == 0, worker.err
+        assert worker.terminate(timeout=20, sig=sig) == 0, worker.err
 
     async def read(queue: TaskQueue) -> list[tuple[TaskState, int, str | None]]:
         found = await queue.repository.get_tasks(held)

@@ -175,6 +175,7 @@ class TaskQueue:
         self._flusher: asyncio.Task[None] | None = None
         self._controls: set[asyncio.Task[list[int]]] = set()
         self._watcher: EndWatcher | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._signatures: weakref.WeakKeyDictionary[Callable[..., Any], inspect.Signature | None]
         self._signatures = weakref.WeakKeyDictionary()
         self._paths: weakref.WeakKeyDictionary[Callable[..., Any], FunctionRef]
@@ -193,6 +194,7 @@ class TaskQueue:
             if self._state is _State.OPEN:
                 return
             await self.repository.open()
+            self._loop = asyncio.get_running_loop()
             self._watcher = EndWatcher(self.repository, self.config)
             self._state = _State.OPEN
 
@@ -208,6 +210,8 @@ class TaskQueue:
             self._state = _State.CLOSING
             try:
                 await self._drain()
+                # From here a task handed over by another thread is refused, not stranded.
+                self._state = _State.CLOSED
                 if self._controls:
                     await asyncio.wait(set(self._controls))
                 if self._watcher is not None:
@@ -263,22 +267,39 @@ class TaskQueue:
 
         Raises at once, writing nothing: ``FunctionNotSerializable``,
         ``ArgumentNotSerializable``, ``InvalidTaskError`` (a bad option, or arguments the
-        function's signature does not accept), ``QueueClosed``, and ``RuntimeError`` outside
-        a running event loop. Errors of the write itself surface on the ref.
+        function's signature does not accept), ``QueueClosed``. Errors of the write itself
+        surface on the ref. May be called from another thread than the queue's event loop
+        (a sync endpoint): the task is handed to the loop, which writes it as usual.
         """
         self._check_open()
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        assert loop is not None
         call = _as_call(
             func, args, kwargs, parent, name, channel, priority, delay, eta, max_retries, timeout
         )
         prepared = self._prepare(call)
         future: asyncio.Future[int] = loop.create_future()
         ref = TaskRef(self, creation=future, name=prepared.task.name)
-        self._pending.append(_Pending(prepared, ref, future, contextvars.copy_context()))
+        item = _Pending(prepared, ref, future, contextvars.copy_context())
+        if _running_loop() is loop:
+            self._accept(item)
+        else:
+            # Another thread (a sync FastAPI endpoint runs in a thread pool): hand the task
+            # to the queue's loop. FIFO: it is pending before anything the thread schedules
+            # after this call, such as the completion of the endpoint.
+            loop.call_soon_threadsafe(self._accept, item)
+        return ref
+
+    def _accept(self, item: _Pending) -> None:
+        """Put ``item`` in the pending list and make sure a flusher runs (in the loop)."""
+        if self._state is _State.CLOSED or self._state is _State.NEW:
+            _fail(item, QueueClosed("the task was not created: the queue closed first"))
+            return
+        self._pending.append(item)
         if self._flusher is None:
+            loop = asyncio.get_running_loop()
             self._flusher = loop.create_task(self._flush_loop(), name="taskqueue-creation-flusher")
             self._flusher.add_done_callback(self._flusher_done)
-        return ref
 
     async def enqueue(
         self,
@@ -736,6 +757,13 @@ class TaskQueue:
 
 
 # -- helpers ----------------------------------------------------------------------------
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _fail(item: _Pending, error: BaseException) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -342,3 +343,45 @@ async def test_more_than_a_batch_is_split_and_parents_cross_the_split(
     assert counting.create_calls[1][0].parent_ids == (await refs[0].get_task_id(),)
     stored = await queue.get_task(await child.get_task_id())
     assert stored.parent_task == await refs[0].get_task_id()
+
+
+async def test_add_task_from_another_thread(queue: TaskQueue, counting: CountingRepository) -> None:
+    def sync_endpoint() -> list[TaskRef]:  # FastAPI runs `def` endpoints in a thread pool
+        return [queue.add_task(add, i, i) for i in range(10)]
+
+    refs = await asyncio.to_thread(sync_endpoint)
+    # handed to the loop before the thread's result came back: flush() covers them
+    await asyncio.wait_for(queue.flush(), 30)
+    # (the loop may start writing while the thread still adds: batches vary, tasks do not)
+    assert sum(len(c) for c in counting.create_calls) == 10
+    assert all(r.created for r in refs)
+
+
+async def test_a_task_handed_over_after_close_is_refused_not_stranded(
+    counting: CountingRepository, config: QueueConfig
+) -> None:
+    queue = TaskQueue(config, repository=counting)  # type: ignore[arg-type]
+    await queue.open()
+    loop = asyncio.get_running_loop()
+    held: list[tuple[Any, tuple[Any, ...]]] = []
+    original = loop.call_soon_threadsafe
+
+    def hold_hand_overs(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        if getattr(callback, "__self__", None) is queue:
+            held.append((callback, args))  # delivered late, below
+            return None
+        return original(callback, *args, **kwargs)
+
+    loop.call_soon_threadsafe = hold_hand_overs  # type: ignore[method-assign]
+    try:
+        # validated while the queue is open, delivered once close() has drained
+        ref = await asyncio.to_thread(queue.add_task, add, 1, 1)
+    finally:
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+    await queue.close()
+    assert len(held) == 1
+    callback, args = held[0]
+    callback(*args)
+    with pytest.raises(QueueClosed, match="queue closed first"):
+        await asyncio.wait_for(ref.get_task_id(), 10)
+    assert counting.create_calls == []

@@ -28,6 +28,7 @@ import bisect
 import heapq
 import json
 import logging
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -74,6 +75,13 @@ _OUTCOME_STATES = frozenset(
 # Rebuild the ready heaps once this many entries are dead and they outnumber the live ones.
 _COMPACT_AFTER = 1024
 
+# A JSON escape of NUL is backslash-u0000 where that backslash is not itself escaped, i.e.
+# preceded by an even number (pairs) of backslashes: "\\u0000" in JSON is a backslash
+# followed by the text "u0000", which is fine.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
 _ReadyEntry = tuple[int, datetime, int, int]
 """(-priority, date_scheduled, task id, generation): heap order is claim order."""
 _ScheduledEntry = tuple[datetime, int, int]
@@ -88,11 +96,53 @@ def _utc(value: datetime) -> datetime:
 
 
 def _encode(value: Any, what: str) -> str:
-    """``value`` as JSON text, or ``ArgumentNotSerializable`` naming ``what``."""
+    """``value`` as JSON text, or ``ArgumentNotSerializable`` naming ``what``.
+
+    A NUL character is refused like PostgreSQL's jsonb refuses it, so that code tested
+    against this fake does not first fail in production.
+    """
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from exc
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+        raise ArgumentNotSerializable(f"{what} contains a NUL character, which cannot be stored")
+    return text
+
+
+def _check_columns(new: NewTask, what: str) -> None:
+    """Refuse what the database columns could not hold, as the database backends do."""
+    for label, value, limit in (
+        ("name", new.name, 255),
+        ("channel", new.channel, 64),
+        ("module_name", new.function.module_name, 255),
+        ("function_name", new.function.function_name, 255),
+        ("signature", new.function.signature, 64),
+    ):
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise InvalidTaskError(
+                f"{what}: {label} must be a string of at most {limit} characters"
+            )
+    if not new.channel:
+        raise InvalidTaskError(f"{what}: channel must not be empty")
+    by_path = new.function.module_name is not None and new.function.function_name is not None
+    if by_path == (new.function.serialized_function is not None):
+        raise InvalidTaskError(
+            f"{what}: the function must be either an import path or a serialized blob"
+        )
+    for label, number in (("priority", new.priority), ("max_retries", new.max_retries)):
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise InvalidTaskError(f"{what}: {label} must be an int, got {number!r}")
+        if not _INT32_MIN <= number <= _INT32_MAX:
+            raise InvalidTaskError(f"{what}: {label} is out of range: {number}")
+    if new.max_retries < 0:
+        raise InvalidTaskError(f"{what}: max_retries must be 0 or more")
+
+
+def _log_text(value: str, limit: int | None = None) -> str:
+    """A log field as PostgreSQL text holds it: NUL replaced, cut to the column's length."""
+    value = value.replace("\x00", "\ufffd")
+    return value if limit is None else value[:limit]
 
 
 def _decode(text: str | None) -> Any:
@@ -359,8 +409,7 @@ class InMemoryRepository:
                     raise InvalidTaskError(
                         f"{what}: {label} must be a dict, got {type(value).__name__}"
                     )
-            if new.max_retries < 0:
-                raise InvalidTaskError(f"{what}: max_retries must be 0 or more")
+            _check_columns(new, what)
             prepared.append(
                 _Prepared(
                     new=new,
@@ -536,6 +585,9 @@ class InMemoryRepository:
     async def append_logs(self, records: Sequence[NewLogRecord]) -> None:
         """Insert log rows; ``date_created`` None means now. Records of missing tasks are dropped.
 
+        Like the database backends, ``type`` and ``name`` are cut to their columns (16 and
+        255 characters) and NUL characters replaced (U+FFFD) rather than losing the line.
+
         Raises ``ArgumentNotSerializable`` (nothing written) if an ``info`` is not JSON.
         """
         now = self._now()
@@ -551,9 +603,9 @@ class InMemoryRepository:
                 continue
             log = _LogRow(
                 id=self._next_log_id,
-                type=record.type,
-                name=record.name,
-                message=record.message,
+                type=_log_text(record.type, 16),
+                name=_log_text(record.name, 255),
+                message=_log_text(record.message),
                 info=info,
                 date_created=now if record.date_created is None else _utc(record.date_created),
             )

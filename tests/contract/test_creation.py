@@ -274,3 +274,28 @@ async def test_child_of_stopped_parent_waits(repository: TaskRepository) -> None
     task = await get(repository, child)
     assert task.state is TaskState.WAITING
     assert task.pending_parents == 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"name": "n" * 256},
+        {"channel": "c" * 65},
+        {"priority": 2**31},
+        {"max_retries": -1},
+        {"function": FunctionRef(module_name="m" * 256, function_name="f")},
+    ],
+    ids=["name", "channel", "priority", "max_retries", "module_name"],
+)
+async def test_values_the_columns_cannot_hold_are_refused(
+    repository: TaskRepository, options: dict[str, object]
+) -> None:
+    with pytest.raises(InvalidTaskError):
+        await repository.create_tasks([new("fine"), new(**options)])  # type: ignore[arg-type]
+    assert (await repository.list_tasks()).total == 0
+
+
+async def test_longest_values_the_columns_hold_are_kept(repository: TaskRepository) -> None:
+    task_id = await create(repository, name="n" * 255, channel="c" * 64, priority=2**31 - 1)
+    task = await get(repository, task_id)
+    assert (task.name, task.channel, task.priority) == ("n" * 255, "c" * 64, 2**31 - 1)

@@ -88,3 +88,29 @@ async def test_values_that_are_not_json_are_refused(repository: TaskRepository) 
     with pytest.raises(TaskQueueError):
         await create(repository, args=[{1, 2}])
     assert (await repository.list_tasks()).total == 0
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"args": ["nul\x00inside"]},
+        {"kwargs": {"key\x00": 1}},
+        {"context": {"deep": ["\x00"]}},
+    ],
+    ids=["args", "kwargs-key", "context"],
+)
+async def test_nul_characters_are_refused(
+    repository: TaskRepository, options: dict[str, Any]
+) -> None:
+    # PostgreSQL's jsonb cannot store NUL: every backend refuses it alike, nothing written.
+    with pytest.raises(TaskQueueError):
+        await create(repository, **options)
+    assert (await repository.list_tasks()).total == 0
+
+
+async def test_escaped_backslash_before_u0000_is_plain_text(repository: TaskRepository) -> None:
+    text = "C:\\u0000\\dir \\\\u0000"  # backslashes followed by the letters u0000, no NUL
+    task_id = await create(repository, args=[text], context={text: text})
+    task = await get(repository, task_id)
+    assert task.args == [text]
+    assert task.context == {text: text}

@@ -128,3 +128,16 @@ async def test_logs_of_missing_tasks_are_dropped(repository: TaskRepository) -> 
     assert [log.message for log in await repository.get_logs(task_id)] == ["kept"]
     assert await repository.get_logs(999999) == []
     await repository.append_logs([])
+
+
+async def test_log_lines_are_kept_even_when_odd(repository: TaskRepository) -> None:
+    # Decision (the database columns): type and name are cut to 16 and 255 characters and
+    # NUL is replaced by U+FFFD, rather than losing the line.
+    task_id = await create(repository)
+    await repository.append_logs(
+        [NewLogRecord(task_id, "t" * 20, "n" * 300 + "\x00", "before\x00after")]
+    )
+    (log,) = await repository.get_logs(task_id)
+    assert log.type == "t" * 16
+    assert log.name == "n" * 255
+    assert log.message == "before\ufffdafter"

@@ -5,7 +5,8 @@ it in a fresh event loop and turns every error into one line on stderr with a no
 code (the traceback follows only with ``-v``):
 
 - ``0``: success;
-- ``1``: the operation failed (database unreachable, unknown task, nothing to do on request);
+- ``1``: the operation failed (database unreachable, unknown task, a task in the wrong
+  state, confirmation declined);
 - ``2``: the command line or configuration is wrong (bad option value, invalid ``QUEUE_*``).
 """
 
@@ -241,7 +242,7 @@ class QueueCommand(Command):
             return self._fail(f"{describe_error(exc)}{hint}", EXIT_FAILURE, exc)
 
     def run_sync(self) -> int:
-        """Run ``perform`` in a new event loop; commands that need more override this."""
+        """Run ``perform`` in a new event loop (each command is one ``asyncio.run``)."""
         return asyncio.run(self.perform())
 
     async def perform(self) -> int:
@@ -295,6 +296,12 @@ class QueueCommand(Command):
                     exc.message.replace("QUEUE_DATABASE_URL", "--database-url")
                 ) from None
         return config
+
+    def setting_name(self, field: str) -> str:
+        """How the user names the setting ``field`` in messages: ``QUEUE_<FIELD>``, or the
+        attribute of the ``--config`` object."""
+        spec = self._global_option("config")
+        return f"{spec}.{field}" if spec else f"QUEUE_{field.upper()}"
 
     def _global_option(self, name: str) -> Any:
         # The global options exist when the command runs inside the taskq application.

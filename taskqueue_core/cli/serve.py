@@ -29,7 +29,8 @@ from taskqueue_core.cli.base import (
     load_object,
     parse_positive_int,
 )
-from taskqueue_core.cli.start import configure_workers, run_pool, worker_options, worker_summary
+from taskqueue_core.cli.output import safe_url
+from taskqueue_core.cli.start import configure_workers, run_pool, worker_options
 
 if TYPE_CHECKING:
     import uvicorn
@@ -129,29 +130,34 @@ class ServeCommand(QueueCommand):
         embedded = self._adopt_lifespan(app, config, with_workers=with_workers)
         server = _quiet_server(uvicorn.Config(app, host=host, port=port, log_level="info"))
         if not with_workers:
-            self._summary(config, host, port, workers=embedded)
+            workers = embedded or "none started by taskq (the application may run its own)"
+            self._summary(config, host, port, workers=workers)
             await self._serve(server, host, port)
             self.line("<info>taskq</info> stopped")
             return EXIT_OK
+        extra = [("http", f"http://{host}:{port}")]
+        if embedded is not None:
+            extra.append(("lifespan", embedded))
         return await run_pool(
             self,
             config,
             processes=1,
             title="serving with workers",
-            extra=[("http", f"http://{host}:{port}")],
+            extra=extra,
             beside=lambda: self._serve(server, host, port),
         )
 
-    def _adopt_lifespan(self, app: Any, config: QueueConfig, *, with_workers: bool) -> str:
-        """Align a ``taskqueue_lifespan`` with this command; describe its workers."""
+    def _adopt_lifespan(self, app: Any, config: QueueConfig, *, with_workers: bool) -> str | None:
+        """Align a ``taskqueue_lifespan`` with this command; describe its workers (None:
+        the application has no ``taskqueue_lifespan`` this command can see)."""
         lifespan = _taskqueue_lifespan_of(app)
         if lifespan is None:
-            return "none started by taskq (the application may run its own)"
+            return None
         if lifespan.config is None and lifespan.queue is None and lifespan.tortoise is None:
             lifespan.config = config
         if with_workers:
             lifespan.run_workers = False
-            return "this command's pool"
+            return "taskqueue_lifespan without its embedded worker (this pool runs the tasks)"
         if lifespan.run_workers:
             workers = lifespan.concurrency or config.max_workers
             return f"{workers}, embedded by the application's taskqueue_lifespan"
@@ -161,7 +167,7 @@ class ServeCommand(QueueCommand):
         self.line("<info>taskq</info> serving")
         rows = [
             ("http", f"http://{host}:{port}"),
-            ("database", worker_summary(config, processes=1, supports_notify=True)[0][1]),
+            ("database", safe_url(config.database_url)),
             ("workers", workers),
         ]
         width = max(len(label) for label, _ in rows)

@@ -104,7 +104,7 @@ def configure_workers(command: QueueCommand) -> QueueConfig:
         except ConfigError as exc:
             raise UsageError(exc.message) from None
     # The configuration's modules first (the application's own), then the command line's.
-    import_modules(configured, origin="QUEUE_IMPORTS")
+    import_modules(configured, origin=command.setting_name("imports"))
     import_modules(extra, origin="--import")
     command.use_config(config)
     return config

@@ -66,6 +66,7 @@ def test_http_and_a_pool_in_one_process(pg_console: Console, tmp_path: Path) -> 
         assert _servers(pg_console)[0].max_workers == 2
         assert f"http       http://127.0.0.1:{port}" in server.out
         assert "taskq serving with workers" in server.out
+        assert "lifespan   taskqueue_lifespan without its embedded worker" in server.out
         assert server.terminate(timeout=30) == 0, server.err
     assert _servers(pg_console) == []
     assert "Traceback" not in server.err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,28 @@ _migrate_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Loc
 )
 
 
-def tortoise_config(database_url: str, *, connection_name: str = "taskqueue") -> dict[str, Any]:
-    """A Tortoise config with the taskqueue app alone on ``database_url``."""
+def tortoise_config(
+    database_url: str,
+    *,
+    connection_name: str = "taskqueue",
+    pool_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A Tortoise config with the taskqueue app alone on ``database_url``.
+
+    ``pool_options``: extra keyword arguments for the driver's pool (for asyncpg, those of
+    ``asyncpg.create_pool``, e.g. ``reset``); the connection is then given as a dict rather
+    than a URL so that they can be passed.
+    """
     url = database_url.replace("postgresql://", "postgres://", 1)
+    connection: str | dict[str, Any] = url
+    if pool_options:
+        from tortoise.backends.base.config_generator import expand_db_url
+
+        expanded = expand_db_url(url)
+        expanded["credentials"].update(pool_options)
+        connection = expanded
     return {
-        "connections": {connection_name: url},
+        "connections": {connection_name: connection},
         "apps": {
             APP_LABEL: {
                 "models": [MODELS_MODULE],

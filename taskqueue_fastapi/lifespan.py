@@ -72,7 +72,7 @@ class TaskQueueLifespan:
             raise ConfigError(
                 "a task queue is already open for this application: enter taskqueue_lifespan once"
             )
-        queue = self.queue if self.queue is not None else self._build_queue()
+        queue = self.queue if self.queue is not None else self._build_queue(app)
         async with contextlib.AsyncExitStack() as stack:
             await queue.open()
             stack.push_async_callback(queue.close)
@@ -88,13 +88,14 @@ class TaskQueueLifespan:
                 stack.push_async_callback(workers.stop)
             yield {STATE_KEY: queue}
 
-    def _build_queue(self) -> TaskQueue:
+    def _build_queue(self, app: Starlette) -> TaskQueue:
         from taskqueue_core.queue import TaskQueue
 
         config = self.config if self.config is not None else QueueConfig.from_env()
         if self.tortoise is None:
             return TaskQueue(config)
-        return TaskQueue(config, repository=_joined_repository(self.tortoise, config))
+        client = _host_client(app, self.tortoise)
+        return TaskQueue(config, repository=_joined_repository(client, self.tortoise, config))
 
 
 def taskqueue_lifespan(
@@ -140,23 +141,35 @@ def taskqueue_lifespan(
     )
 
 
-def _joined_repository(connection_name: str, config: QueueConfig) -> TaskRepository:
-    """A repository writing through the host's Tortoise connection ``connection_name``.
+def _host_client(app: Starlette, connection_name: str) -> Any:
+    """The host's Tortoise client named ``connection_name``. Raises ``ConfigError``.
 
-    The database is the connection's: for PostgreSQL its URL is rebuilt from the client
-    (for the LISTEN connection, which must reach the same database). Raises ``ConfigError``
-    when Tortoise has no such connection or its database is neither PostgreSQL nor SQLite.
+    Looked up in the context that Tortoise's ``RegisterTortoise`` keeps in
+    ``app.state._tortoise_context`` (there even when its global fallback is off), else in
+    the current Tortoise context.
     """
     from tortoise import connections
 
     try:
-        client = connections.get(connection_name)
+        context = getattr(app.state, "_tortoise_context", None)
+        if context is not None:
+            return context.db(connection_name)
+        return connections.get(connection_name)
     except Exception as error:
         raise ConfigError(
             f"taskqueue_lifespan(tortoise={connection_name!r}): the host's Tortoise has no such "
-            "connection; initialise Tortoise (with the app 'taskqueue_core.tortoise.models') "
-            "before entering this lifespan"
+            "connection; initialise Tortoise (with the app 'taskqueue_core.tortoise.models' "
+            "under the label 'taskqueue') before entering this lifespan"
         ) from error
+
+
+def _joined_repository(client: Any, connection_name: str, config: QueueConfig) -> TaskRepository:
+    """A repository writing through the host's Tortoise ``client``.
+
+    The database is the connection's: for PostgreSQL its URL is rebuilt from the client
+    (for the LISTEN connection, which must reach the same database). Raises ``ConfigError``
+    when the database is neither PostgreSQL nor SQLite.
+    """
     dialect = client.capabilities.dialect
     if dialect == "postgres":
         from taskqueue_core.tortoise.postgres import PostgresRepository

@@ -115,7 +115,7 @@ def test_a_signal_hands_unfinished_tasks_back(
 
 
 def test_processes_each_register_and_unregister(pg_console: Console, tmp_path: Path) -> None:
-    env = environment(pg_console.url)
+    env = environment(pg_console.url, shutdown_grace="5")
     with taskq(
         ["start", "--workers=1", "--processes=2", "--import=tests.cli.tasks"],
         env,
@@ -134,7 +134,7 @@ def test_processes_each_register_and_unregister(pg_console: Console, tmp_path: P
             return [await ref.wait(timeout=30) for ref in refs]
 
         assert pg_console.seed(add) == [0, 2, 4, 6]
-        assert worker.terminate(timeout=60) == 0, worker.err
+        assert worker.terminate(timeout=30) == 0, worker.err
     assert _servers(pg_console) == []
 
 

@@ -105,7 +105,17 @@ class _Interrupt(enum.Enum):
 class _Run:
     """One task running in this worker."""
 
-    __slots__ = ("context", "func", "interrupt", "is_async", "job", "started", "task", "timeout")
+    __slots__ = (
+        "context",
+        "func",
+        "hooks",
+        "interrupt",
+        "is_async",
+        "job",
+        "started",
+        "task",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -114,8 +124,10 @@ class _Run:
         is_async: bool,
         context: TaskContext,
         started: float,
+        hooks: tuple[bool, bool],
     ) -> None:
         self.task = task
+        self.hooks = hooks  # (any pre_run hook, any post_run hook), read once per claim
         self.func = func
         self.is_async = is_async
         self.context = context
@@ -190,6 +202,7 @@ class Worker:
         self._next_due = math.inf  # loop time when a retry this worker scheduled is due
         self._stopping = False
         self._stop_grace: float | None = None
+        self._hurry = asyncio.Event()  # a later stop() with a shorter grace cuts the wait short
         self._started = False
         self._done = asyncio.Event()
         self._writer: _Writer | None = None
@@ -201,6 +214,11 @@ class Worker:
         self._executor: concurrent.futures.Executor | None = executor
         self._executor_size = 0
         self._signatures: dict[Callable[..., Any], tuple[inspect.Signature | None, bool]] = {}
+        # Import-path references that passed their signature check, and argument shapes that
+        # fit their function: both are pure functions of the key, so checking once is enough
+        # (the same few functions run thousands of times).
+        self._loaded: dict[tuple[str, str, str | None], Callable[..., Any]] = {}
+        self._fitting: set[tuple[Callable[..., Any], int, tuple[str, ...]]] = set()
 
     # -- public state ----------------------------------------------------------------------
 
@@ -266,7 +284,18 @@ class Worker:
             self._stop_grace = grace
             self._stopping = True
             self._wakeup.set()
+        elif grace is not None and grace < (
+            self._config.shutdown_grace if self._stop_grace is None else self._stop_grace
+        ):
+            # Already stopping, now in a hurry (a second SIGTERM): shorten the grace period.
+            self._stop_grace = grace
+            self._hurry.set()
         await self._done.wait()
+
+    def wake(self) -> None:
+        """Look for ready tasks now (for instance after ``config.max_workers`` was raised)."""
+        self._ready_hint = True
+        self._wakeup.set()
 
     # -- start and shutdown ----------------------------------------------------------------
 
@@ -316,8 +345,14 @@ class Worker:
         grace = self._config.shutdown_grace if grace is None else grace
         if self._running:
             jobs = {run.job for run in self._running.values() if run.job is not None}
-            if grace > 0 and jobs:
-                await asyncio.wait(jobs, timeout=grace)
+            if grace > 0 and jobs and not self._hurry.is_set():
+                finished = asyncio.ensure_future(asyncio.wait(jobs))
+                hurried = asyncio.ensure_future(self._hurry.wait())
+                await asyncio.wait(
+                    {finished, hurried}, timeout=grace, return_when=asyncio.FIRST_COMPLETED
+                )
+                finished.cancel()
+                hurried.cancel()
             for run in list(self._running.values()):
                 self._interrupt(run, _Interrupt.SHUTDOWN)
             left = {run.job for run in self._running.values() if run.job is not None}
@@ -394,8 +429,11 @@ class Worker:
                     await self._wait(delay)
                     continue
                 failures = 0
-                for task in tasks:
-                    self._start_task(task)
+                if tasks:
+                    hooks = self.queue.hooks
+                    registered = (hooks.has(Moment.PRE_RUN), hooks.has(Moment.POST_RUN))
+                    for task in tasks:
+                        self._start_task(task, registered)
                 if len(tasks) >= free:
                     self._ready_hint = True  # every free slot filled: more may be ready
                 continue
@@ -483,12 +521,21 @@ class Worker:
 
     # -- running ---------------------------------------------------------------------------
 
-    def _start_task(self, task: Task) -> None:
+    def _start_task(self, task: Task, hooks: tuple[bool, bool]) -> None:
         """Load the task's function and start it as an asyncio task (or fail it at once)."""
         writer = self._writer
         assert writer is not None
+        ref = task.function
+        key = (ref.module_name or "", ref.function_name or "", ref.signature)
         try:
-            func = self.queue.codec.load(task.function)
+            found = self._loaded.get(key) if ref.serialized_function is None else None
+            if found is None:
+                found = self.queue.codec.load(ref)
+                if ref.serialized_function is None:
+                    if len(self._loaded) >= _SIGNATURE_CACHE_SIZE:
+                        self._loaded.clear()
+                    self._loaded[key] = found
+            func = found
         except FunctionRefused as exc:
             writer.add_outcome(_failed(task, "FunctionRefused", exc.message, None))
             return
@@ -497,7 +544,8 @@ class Worker:
             writer.add_outcome(_failed(task, type(exc).__name__, message, _trace(exc)))
             return
         signature, is_async = self._describe(func)
-        if signature is not None:
+        shape = (func, len(task.args), tuple(task.kwargs))
+        if signature is not None and shape not in self._fitting:
             try:
                 signature.bind(*task.args, **task.kwargs)
             except TypeError as exc:
@@ -507,8 +555,11 @@ class Worker:
                 )
                 writer.add_outcome(_failed(task, "TypeError", message, None))
                 return
+            if len(self._fitting) >= _SIGNATURE_CACHE_SIZE:
+                self._fitting.clear()
+            self._fitting.add(shape)
         context = TaskContext(task.id, copy_json(task.context), writer)
-        run = _Run(task, func, is_async, context, self._loop_time())
+        run = _Run(task, func, is_async, context, self._loop_time(), hooks)
         if not self._running:
             self._busy.set()
         self._running[task.id] = run
@@ -549,7 +600,7 @@ class Worker:
         error: BaseException | None = None
         start = time.perf_counter()
         try:
-            if hooks.has(Moment.PRE_RUN):
+            if run.hooks[0]:
                 # Hooks see the live context through task.context and may change it.
                 task = _with_context(task, run.context)
                 await hooks.run_pre_run(task)
@@ -568,7 +619,7 @@ class Worker:
         except BaseException as exc:
             error = exc
         elapsed = time.perf_counter() - start
-        if hooks.has(Moment.POST_RUN):
+        if run.hooks[1]:
             try:
                 await hooks.run_post_run(task, result, error)
             except asyncio.CancelledError:

@@ -346,8 +346,8 @@ class Worker:
         if self._running:
             jobs = {run.job for run in self._running.values() if run.job is not None}
             if grace > 0 and jobs and not self._hurry.is_set():
-                finished = asyncio.ensure_future(asyncio.wait(jobs))
-                hurried = asyncio.ensure_future(self._hurry.wait())
+                finished = asyncio.create_task(asyncio.wait(jobs), name="taskqueue-worker-grace")
+                hurried = asyncio.create_task(self._hurry.wait(), name="taskqueue-worker-hurry")
                 await asyncio.wait(
                     {finished, hurried}, timeout=grace, return_when=asyncio.FIRST_COMPLETED
                 )

@@ -165,3 +165,40 @@ async def test_cancelling_run_puts_running_tasks_back(queue: TaskQueue) -> None:
         await asyncio.wait_for(job, 10)
     assert await ref.get_state() is TaskState.ENQUEUED
     assert (await queue.get_task(await ref.get_task_id())).retry_count == 0
+
+
+async def test_a_second_stop_with_a_shorter_grace_hurries_the_first(queue: TaskQueue) -> None:
+    worker = Worker(queue)
+    job = asyncio.create_task(worker.run())
+    ref = queue.add_task(tasks.hold, "hurry")
+    await wait_for_event(tasks.signals.event("started", "hurry"))
+    patient = asyncio.create_task(worker.stop(grace=60))
+    await asyncio.sleep(0)  # the first stop starts waiting out its grace
+    begin = time.monotonic()
+    await asyncio.wait_for(worker.stop(grace=0), 10)
+    await asyncio.wait_for(patient, 10)
+    await job
+    assert time.monotonic() - begin < 5
+    assert await ref.get_state() is TaskState.ENQUEUED
+
+
+async def test_wake_makes_an_idle_worker_look_again(queue: TaskQueue) -> None:
+    queue.config.polling_interval = 30.0
+    repo = counting(queue)
+
+    async def deaf_subscribe(handler: Any) -> _DeafSubscription:
+        return _DeafSubscription()
+
+    repo.subscribe = deaf_subscribe  # type: ignore[method-assign]
+    async with running_worker(queue) as worker:
+        # No event will announce this task and the next poll is 30 s away.
+        task_id = (await queue.repository.create_tasks([_new_task(queue)]))[0]
+        worker.wake()
+        await wait_for_event(repo.called("complete_tasks"), 5)
+    assert (await queue.get_task(task_id)).result == 3
+
+
+def _new_task(queue: TaskQueue) -> Any:
+    from taskqueue_core.models import NewTask
+
+    return NewTask(name="woken", function=queue.codec.dump(tasks.add), args=[1, 2])

@@ -311,6 +311,9 @@ class SlotExecutor(concurrent.futures.Executor):
         return True
 
 
+_CAPACITY_CHECK = 0.5
+"""Seconds between two looks at ``config.max_workers`` (a rise wakes the worker at once)."""
+
 _RESTART_FIRST = 1.0
 _RESTART_MAX = 30.0
 _FLUSH_TIMEOUT = 30.0
@@ -371,10 +374,11 @@ class WorkerPool:
         """The child processes (``processes`` > 1), once started."""
         self._worker: Worker | None = None
         self._runner: asyncio.Task[None] | None = None
+        self._capacity: asyncio.Task[None] | None = None
         self._stopper: asyncio.Task[None] | None = None
         self._stop_requested: asyncio.Event | None = None
         self._grace: float | None = None
-        self._signals: list[signal.Signals] = []
+        self._signals: list[tuple[signal.Signals, Any]] = []
         self._signal_count = 0
         self._hurries: set[asyncio.Task[None]] = set()
 
@@ -450,6 +454,10 @@ class WorkerPool:
             raise
         self._runner = asyncio.create_task(self._run_worker(), name=f"taskqueue-pool[{name}]")
         self._runner.add_done_callback(self._watch)
+        self._capacity = asyncio.create_task(
+            self._watch_capacity(), name=f"taskqueue-pool-capacity[{name}]"
+        )
+        self._capacity.add_done_callback(self._watch)
         _log.info(
             "taskqueue pool {} started: up to {} slots, idle timeout {:g} s",
             name,
@@ -489,6 +497,18 @@ class WorkerPool:
                 return
             delay = min(delay * 2, _RESTART_MAX)
             self._worker = self._new_worker(worker.server_name)
+
+    async def _watch_capacity(self) -> None:
+        """Wake the worker when ``config.max_workers`` rises: its claim loop otherwise looks
+        again only at the next notification, finished task or poll."""
+        config = self.queue.config
+        last = config.max_workers
+        while True:
+            await asyncio.sleep(_CAPACITY_CHECK)
+            current = config.max_workers
+            if current > last and self._worker is not None:
+                self._worker.wake()
+            last = current
 
     def request_stop(self, grace: float | None = None) -> asyncio.Task[None]:
         """Start stopping (see ``stop``) without waiting; return the task doing it.
@@ -568,6 +588,10 @@ class WorkerPool:
         if self._runner is not None:
             with contextlib.suppress(Exception):
                 await self._runner
+        if self._capacity is not None:
+            self._capacity.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._capacity
         try:
             await asyncio.wait_for(self.queue.flush(), timeout=_FLUSH_TIMEOUT)
         except TimeoutError:
@@ -601,17 +625,21 @@ class WorkerPool:
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            if signal.getsignal(sig) is signal.SIG_IGN:
+            previous = signal.getsignal(sig)
+            if previous is signal.SIG_IGN:
                 continue  # ignored on purpose (nohup, or a child whose parent forwards stops)
             loop.add_signal_handler(sig, self._on_signal, sig)
-            self._signals.append(sig)
+            self._signals.append((sig, previous))
 
     def _remove_signals(self) -> None:
         if not self._signals:
             return
         loop = asyncio.get_running_loop()
-        for sig in self._signals:
+        for sig, previous in self._signals:
             loop.remove_signal_handler(sig)
+            # Give back what was there (asyncio.run's own SIGINT handler, for instance).
+            if previous is not None:
+                signal.signal(sig, previous)
         self._signals = []
 
     def _on_signal(self, sig: signal.Signals) -> None:

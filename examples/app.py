@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from examples import tasks
@@ -46,7 +46,7 @@ def require_admin(
 ) -> None:
     """Let the request through if it carries the admin token; 401 otherwise."""
     expected = os.environ.get("ADMIN_TOKEN") or DEMO_ADMIN_TOKEN
-    token = x_admin_token
+    token = x_admin_token or None
     if token is None and authorization and authorization.lower().startswith("bearer "):
         token = authorization[len("bearer ") :].strip()
     if token is None or not secrets.compare_digest(token.encode(), expected.encode()):
@@ -134,9 +134,11 @@ def create_app(config: QueueConfig | None = None, *, run_workers: bool = True) -
     # 3. context and progress, visible live in the dashboard
     @app.post("/datasets/{dataset_id}/process", tags=["examples"])
     async def process_dataset(
-        dataset_id: int, queue: TaskQueue = Depends(get_queue)
+        dataset_id: int,
+        steps: int = Query(default=20, ge=1, le=1000),
+        queue: TaskQueue = Depends(get_queue),
     ) -> dict[str, Any]:
-        ref = queue.add_task(tasks.complex_data_processing, dataset_id)
+        ref = queue.add_task(tasks.complex_data_processing, dataset_id, steps=steps)
         return {"task_id": await ref.get_task_id()}
 
     @app.post("/batches", tags=["examples"])

@@ -18,10 +18,8 @@ from __future__ import annotations
 from taskqueue_fastapi.dependencies import get_queue, queue_of
 from taskqueue_fastapi.lifespan import TaskQueueLifespan, taskqueue_lifespan
 from taskqueue_fastapi.router import get_admin_router
-from taskqueue_fastapi.workers import EmbeddedWorkers
 
 __all__ = [
-    "EmbeddedWorkers",
     "TaskQueueLifespan",
     "get_admin_router",
     "get_queue",

@@ -13,8 +13,9 @@ or enter it inside your own lifespan (it is a factory of async context managers)
                 yield
 
 On entry it builds and opens the ``TaskQueue`` (which opens its repository), stores it in
-``app.state.taskqueue`` for ``Depends(get_queue)``, and starts the embedded workers; on exit it
-stops the workers gracefully and closes the queue, which writes every pending ``add_task``.
+``app.state.taskqueue`` for ``Depends(get_queue)``, and starts an embedded ``WorkerPool``; on
+exit it stops the pool gracefully and closes the queue, which writes every pending
+``add_task``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from starlette.applications import Starlette
 from taskqueue_core.config import QueueConfig
 from taskqueue_core.exceptions import ConfigError
 from taskqueue_fastapi.dependencies import STATE_KEY
-from taskqueue_fastapi.workers import EmbeddedWorkers
 
 if TYPE_CHECKING:
     from taskqueue_core.queue import TaskQueue
@@ -53,14 +53,12 @@ class TaskQueueLifespan:
         run_workers: bool,
         tortoise: str | None,
         queue: TaskQueue | None,
-        concurrency: int | None,
         channels: Sequence[str] | None,
     ) -> None:
         self.config = config
         self.run_workers = run_workers
         self.tortoise = tortoise
         self.queue = queue
-        self.concurrency = concurrency
         self.channels = channels
 
     def __call__(self, app: Starlette) -> contextlib.AbstractAsyncContextManager[dict[str, Any]]:
@@ -79,13 +77,16 @@ class TaskQueueLifespan:
             setattr(app.state, STATE_KEY, queue)
             stack.callback(delattr, app.state, STATE_KEY)
             if self.run_workers:
-                workers = EmbeddedWorkers(
-                    queue, concurrency=self.concurrency, channels=self.channels
-                )
-                await workers.start()
-                # Exits run last-in first-out: workers stop (tasks finish or go back to the
-                # queue) before the queue flushes its buffers and closes.
-                stack.push_async_callback(workers.stop)
+                from taskqueue_core.pool import WorkerPool
+
+                # The host (uvicorn, gunicorn) owns SIGTERM/SIGINT: the lifespan's exit is
+                # the pool's signal to stop.
+                pool = WorkerPool(queue, channels=self.channels, install_signal_handlers=False)
+                await pool.start()
+                # Exits run last-in first-out: the pool stops (running tasks finish within
+                # shutdown_grace or go back to the queue, its server row is deleted) before
+                # the queue writes its pending creations and closes.
+                stack.push_async_callback(pool.stop)
             yield {STATE_KEY: queue}
 
     def _build_queue(self, app: Starlette) -> TaskQueue:
@@ -104,15 +105,16 @@ def taskqueue_lifespan(
     run_workers: bool = True,
     tortoise: str | None = None,
     queue: TaskQueue | None = None,
-    concurrency: int | None = None,
     channels: Sequence[str] | None = None,
 ) -> TaskQueueLifespan:
     """A lifespan that opens a task queue and runs embedded workers with the application.
 
     - ``config``: the queue's settings; None reads ``QUEUE_*`` variables when the application
       starts (so an invalid value fails the start-up with ``ConfigError`` naming it).
-    - ``run_workers``: run a worker inside this process (no signal handlers; it stops with the
-      application). False when workers run elsewhere (``taskq start``).
+    - ``run_workers``: run a ``WorkerPool`` inside this process: ``config.max_workers`` slots
+      (read live), registered in ``queued_task_workers`` with heartbeats, no signal handlers;
+      it stops gracefully with the application (running tasks get ``shutdown_grace``
+      seconds, then go back to the queue). False when workers run elsewhere (``taskq start``).
     - ``tortoise``: None opens the queue's own Tortoise context on ``config.database_url``.
       A connection name (e.g. ``"default"``) joins the host's Tortoise setup instead: the host
       registers the app ``"taskqueue_core.tortoise.models"`` in its own Tortoise config and
@@ -120,15 +122,15 @@ def taskqueue_lifespan(
       connection (PostgreSQL or SQLite, whichever it is) and never closes it.
     - ``queue``: a queue built by the caller (any repository); ``config`` and ``tortoise``
       must then be left out.
-    - ``concurrency`` / ``channels``: of the embedded worker (default: ``max_workers`` read
-      live, and every channel or ``config.channels``).
+    - ``channels``: the channels the embedded pool claims from (default: ``config.channels``,
+      None there: every channel).
 
     Raises ``ConfigError`` for contradictory options.
     """
     if queue is not None and (config is not None or tortoise is not None):
         raise ConfigError("taskqueue_lifespan: pass either queue= or config=/tortoise=, not both")
-    if concurrency is not None and concurrency < 1:
-        raise ConfigError(f"taskqueue_lifespan: concurrency must be 1 or more, got {concurrency}")
+    if isinstance(channels, str):
+        raise ConfigError(f"taskqueue_lifespan: channels must be a list of names, got {channels!r}")
     if tortoise is not None and not tortoise:
         raise ConfigError("taskqueue_lifespan: tortoise= must name a Tortoise connection")
     return TaskQueueLifespan(
@@ -136,8 +138,7 @@ def taskqueue_lifespan(
         run_workers=run_workers,
         tortoise=tortoise,
         queue=queue,
-        concurrency=concurrency,
-        channels=channels,
+        channels=tuple(channels) if channels is not None else None,
     )
 
 

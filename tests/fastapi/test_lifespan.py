@@ -15,9 +15,10 @@ from tortoise.contrib.fastapi import RegisterTortoise
 from tortoise.transactions import in_transaction
 
 from taskqueue_core import ConfigError, QueueClosed, TaskQueue, TaskState
+from taskqueue_core.pool import WorkerPool
 from taskqueue_core.testing import InMemoryRepository
 from taskqueue_core.tortoise.models import MODELS_MODULE, QueuedTask
-from taskqueue_fastapi import EmbeddedWorkers, get_queue, taskqueue_lifespan
+from taskqueue_fastapi import get_queue, taskqueue_lifespan
 from tests.fastapi import tasks
 from tests.fastapi.conftest import make_config, queue_of_app, serve
 
@@ -35,15 +36,31 @@ def task_app(lifespan: Any) -> FastAPI:
     return app
 
 
-async def test_embedded_worker_runs_tasks_to_done(pg_url: str) -> None:
-    app = task_app(taskqueue_lifespan(make_config(pg_url)))
+async def test_embedded_pool_runs_tasks_to_done_as_a_registered_server(pg_url: str) -> None:
+    config = make_config(pg_url, server_name="web-1")
+    app = task_app(taskqueue_lifespan(config))
     async with serve(app) as client:
         response = await client.post("/add", params={"a": 20, "b": 22})
         task_id = response.json()["task_id"]
         queue = queue_of_app(app)
         assert await queue.wait_for(task_id, timeout=15) == 42
         task = await queue.get_task(task_id)
-        assert task.state is TaskState.DONE and task.claimed_by
+        assert task.state is TaskState.DONE and task.claimed_by == "web-1"
+        [server] = await queue.servers()
+        assert server.server_name == "web-1" and server.max_workers == config.max_workers
+    # Stopping with the app deleted its server row.
+    async with TaskQueue(make_config(pg_url)) as other:
+        assert await other.servers() == []
+
+
+async def test_embedded_pool_claims_only_its_channels(pg_url: str) -> None:
+    app = task_app(taskqueue_lifespan(make_config(pg_url), channels=["mail"]))
+    async with serve(app):
+        queue = queue_of_app(app)
+        other = queue.add_task(tasks.add, 1, 1)
+        mail = queue.add_task(tasks.add, 2, 2, channel="mail")
+        assert await mail.wait(timeout=15) == 4
+        assert await other.get_state() is TaskState.ENQUEUED
 
 
 async def test_without_workers_tasks_wait_for_a_worker_elsewhere(pg_url: str) -> None:
@@ -53,13 +70,8 @@ async def test_without_workers_tasks_wait_for_a_worker_elsewhere(pg_url: str) ->
         queue = queue_of_app(app)
         assert await queue.ref(task_id).get_state() is TaskState.ENQUEUED
     # A worker started later (here: another queue on the same database) runs it.
-    async with TaskQueue(make_config(pg_url)) as other:
-        workers = EmbeddedWorkers(other)
-        await workers.start()
-        try:
-            assert await other.wait_for(task_id, timeout=15) == 2
-        finally:
-            await workers.stop()
+    async with TaskQueue(make_config(pg_url)) as other, WorkerPool(other):
+        assert await other.wait_for(task_id, timeout=15) == 2
 
 
 async def test_the_queue_lives_exactly_as_long_as_the_app(pg_url: str) -> None:
@@ -139,8 +151,8 @@ def test_contradictory_options_are_refused() -> None:
     queue = TaskQueue(make_config("memory://"), repository=InMemoryRepository())
     with pytest.raises(ConfigError, match="either queue= or config="):
         taskqueue_lifespan(make_config("memory://"), queue=queue)
-    with pytest.raises(ConfigError, match="concurrency must be 1 or more"):
-        taskqueue_lifespan(concurrency=0)
+    with pytest.raises(ConfigError, match="channels must be a list"):
+        taskqueue_lifespan(channels="mail")
     with pytest.raises(ConfigError, match="must name a Tortoise connection"):
         taskqueue_lifespan(tortoise="")
 
@@ -202,43 +214,3 @@ async def test_joins_the_hosts_tortoise_setup(pg_url: str) -> None:
         assert await QueuedTask.filter(id=task_id, state="done").exists()
         assert not await QueuedTask.filter(id=lost_id).exists()
         assert queue.repository.supports_notify
-
-
-class _CrashingWorker:
-    """Stands in for a Worker whose run() crashes the first time."""
-
-    runs = 0
-
-    def __init__(self, stopped: asyncio.Event) -> None:
-        self.stopped = stopped
-
-    async def run(self) -> None:
-        _CrashingWorker.runs += 1
-        if _CrashingWorker.runs == 1:
-            raise RuntimeError("worker crashed")
-        await self.stopped.wait()
-
-    async def stop(self, grace: float | None = None) -> None:
-        self.stopped.set()
-
-
-async def test_a_crashed_worker_is_restarted(caplog: pytest.LogCaptureFixture) -> None:
-    restarted = asyncio.Event()
-    _CrashingWorker.runs = 0
-
-    class Supervised(EmbeddedWorkers):
-        def _new_worker(self) -> Any:
-            if _CrashingWorker.runs >= 1:
-                restarted.set()
-            return _CrashingWorker(asyncio.Event())
-
-    queue = TaskQueue(make_config("memory://"), repository=InMemoryRepository())
-    async with queue:
-        workers = Supervised(queue)
-        await workers.start()
-        await asyncio.wait_for(restarted.wait(), timeout=10)
-        assert workers.running
-        await workers.stop()
-        assert not workers.running
-    assert _CrashingWorker.runs == 2
-    assert "embedded worker crashed" in caplog.text

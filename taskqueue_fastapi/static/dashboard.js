@@ -184,7 +184,7 @@
   function setLive(status) {
     var dot = $("live-dot");
     dot.className = "live-dot " + status;
-    $("live-label").textContent = { on: "Live", off: "Offline", paused: "Paused" }[status] || status;
+    $("live-label").textContent = { on: "Live", off: "Offline", paused: "Paused", locked: "Signed out" }[status] || status;
   }
 
   function showSignIn(show) {
@@ -574,10 +574,12 @@
       setLive(ui.paused ? "paused" : "on");
       if (!$("signin").hidden) showSignIn(false);
     }).catch(function (error) {
-      setLive("off");
-      if (!(error instanceof ApiError) || (error.status !== 401 && error.status !== 403)) {
-        $("live-label").textContent = "Offline — " + (error.message || "no connection");
+      if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
+        setLive("locked");
+        return;
       }
+      setLive("off");
+      $("live-label").textContent = "Offline — " + (error.message || "no connection");
     }).then(function () {
       ui.inFlight = false;
       if (ui.again) { ui.again = false; return refresh(); }

@@ -1,5 +1,6 @@
 """The initial taskqueue schema: the four tables of the models, aerich's own table, and the
-partial claim index that the ORM cannot declare (see ``taskqueue_core.tortoise.schema``).
+partial claim index that the ORM cannot declare (``schema.POSTGRES_CLAIM_INDEX_SQL``, which
+explains its ``IS TRUE``).
 
 Statements are ``IF NOT EXISTS``, so a database whose tables were created from the models
 before migrations existed is adopted rather than refused.
@@ -88,7 +89,7 @@ CREATE TABLE IF NOT EXISTS "aerich" (
     "app" VARCHAR(100) NOT NULL,
     "content" JSONB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS "queued_tasks_claim_idx" ON "queued_tasks" ((-"priority"), "date_scheduled", "id") WHERE "state" = 'enqueued';"""
+CREATE INDEX IF NOT EXISTS "queued_tasks_claim_idx" ON "queued_tasks" ((-"priority"), "date_scheduled", "id") WHERE ("state" = 'enqueued') IS TRUE;"""
 
 
 async def downgrade(db: BaseDBAsyncClient) -> str:

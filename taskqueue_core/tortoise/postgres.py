@@ -46,6 +46,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,21 +135,24 @@ def _columns(alias: str) -> str:
 _SELECT_TASKS = f"SELECT {_TASK_COLUMNS} FROM queued_tasks"
 
 # The claim. The CTE reads the claim index in order and stops after $2 rows it could lock;
-# rows another claimer holds are skipped, not waited for. FOR NO KEY UPDATE is the lock the
-# UPDATE takes anyway, and unlike FOR UPDATE it does not block foreign-key checks (a log row
-# or a child edge being inserted for one of these tasks).
+# rows another claimer holds are skipped, not waited for. ``(state = 'enqueued') IS TRUE`` is
+# the predicate of the claim index word for word, and no other index can serve it (see
+# ``schema.POSTGRES_CLAIM_INDEX_SQL``). FOR NO KEY UPDATE is the lock the UPDATE takes anyway,
+# and unlike FOR UPDATE it does not block foreign-key checks (a log row or a child edge being
+# inserted for one of these tasks). ``= ANY(ARRAY(...))`` makes the outer update a primary
+# key lookup whatever the planner guesses for ``LIMIT $2`` in a generic plan (a join could
+# turn into a scan of the whole table).
 _CLAIM_SQL = """
 WITH ready AS (
     SELECT id FROM queued_tasks
-    WHERE state = 'enqueued' AND date_scheduled <= now() {channel_filter}
+    WHERE (state = 'enqueued') IS TRUE AND date_scheduled <= now() {channel_filter}
     ORDER BY (-priority), date_scheduled, id
     LIMIT $2
     FOR NO KEY UPDATE SKIP LOCKED
 )
 UPDATE queued_tasks AS t
 SET state = 'doing', date_started = now(), claimed_by = $1
-FROM ready
-WHERE t.id = ready.id
+WHERE t.id = ANY(ARRAY(SELECT id FROM ready))
 RETURNING {columns}
 """
 _CLAIM_ANY_SQL = _CLAIM_SQL.format(channel_filter="", columns=_columns("t"))
@@ -696,13 +700,17 @@ def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
+# ``\u0000`` in JSON text is a NUL only when its backslash is not itself escaped.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def _encode(value: Any, what: str) -> str:
     """``value`` as JSON text for a jsonb column, or ``ArgumentNotSerializable`` naming it."""
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from exc
-    if "\\u0000" in text:
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise ArgumentNotSerializable(f"{what} contains a NUL character, which jsonb cannot store")
     return text
 

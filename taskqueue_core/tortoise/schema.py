@@ -21,6 +21,7 @@ from taskqueue_core.tortoise.models import APP_LABEL, MODELS_MODULE
 __all__ = [
     "CLAIM_INDEX_SQL",
     "MIGRATION_LOCK_KEY",
+    "POSTGRES_CLAIM_INDEX_SQL",
     "create_schema",
     "migrate",
     "migration_config",
@@ -30,10 +31,23 @@ __all__ = [
 
 # The claim query orders by (-priority, date_scheduled, id) over enqueued rows only: a partial
 # index on exactly those expressions lets it read the first N ready rows without sorting, and
-# it stays small because finished tasks (the bulk of the table) are not in it.
+# it stays small because finished tasks (the bulk of the table) are not in it. This portable
+# form is the one ``create_schema`` gives SQLite.
 CLAIM_INDEX_SQL = (
     'CREATE INDEX IF NOT EXISTS "queued_tasks_claim_idx" ON "queued_tasks" '
     '((-"priority"), "date_scheduled", "id") WHERE "state" = \'enqueued\''
+)
+
+# The same index as PostgreSQL creates it (in the initial migration). ``(...) IS TRUE`` says
+# the same as ``state = 'enqueued'`` (state is NOT NULL) but no btree on ``state`` can serve
+# it, so the claim query, which spells its condition the same way, can only be answered by
+# this index, already in claim order. With the plain form, PostgreSQL may prefer the
+# ``state`` index and sort every enqueued row when its statistics say they are few; a plan
+# cached at such a moment stays in use while a burst of new tasks arrives, sorting them all
+# on every claim until the next ANALYZE.
+POSTGRES_CLAIM_INDEX_SQL = (
+    'CREATE INDEX IF NOT EXISTS "queued_tasks_claim_idx" ON "queued_tasks" '
+    '((-"priority"), "date_scheduled", "id") WHERE ("state" = \'enqueued\') IS TRUE'
 )
 
 MIGRATION_LOCK_KEY = 0x7471_6D69_6772_6174
@@ -106,9 +120,8 @@ def migrations_location() -> Path:
         location = Path(entry)
         if (location / APP_LABEL).is_dir():
             return location.resolve()
-    raise RepositoryError(
-        f"the aerich migrations of {APP_LABEL!r} are missing from {list(aerich_migrations.__path__)}"
-    )
+    searched = list(aerich_migrations.__path__)
+    raise RepositoryError(f"the aerich migrations of {APP_LABEL!r} are missing from {searched}")
 
 
 async def create_schema(client: Any) -> None:
@@ -117,7 +130,8 @@ async def create_schema(client: Any) -> None:
 
     sql = get_schema_sql(client, safe=True)
     await client.execute_script(sql)
-    await client.execute_script(CLAIM_INDEX_SQL)
+    postgres = getattr(client.schema_generator, "DIALECT", "") == "postgres"
+    await client.execute_script(POSTGRES_CLAIM_INDEX_SQL if postgres else CLAIM_INDEX_SQL)
 
 
 async def migrate(database_url: str) -> list[str]:

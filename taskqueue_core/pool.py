@@ -492,7 +492,8 @@ class WorkerPool:
                     "taskqueue worker returned on its own; a new one starts in {:g} s", delay
                 )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_requested.wait(), timeout=delay)
+                async with asyncio.timeout(delay):
+                    await self._stop_requested.wait()
             if self._stopper is not None:
                 return
             delay = min(delay * 2, _RESTART_MAX)

@@ -105,6 +105,7 @@ class ProcessSupervisor:
         self._sent = _settings(config)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._finished = False
         self.restarts = 0
         """Children started again after they exited."""
 
@@ -151,9 +152,11 @@ class ProcessSupervisor:
                     [asyncio.create_task(child.exited.wait()) for child in late], timeout=5.0
                 )
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Ended by a flag, not cancelled: on Python 3.11 a cancellation that meets the
+            # wake-up of ``wait_for`` at the same moment is lost (bpo-42130).
+            self._finished = True
+            self._changed.set()
+            await self._task
         for child in self._children:
             self._release(child)
 
@@ -200,9 +203,10 @@ class ProcessSupervisor:
                 process.close()
 
     async def _supervise(self) -> None:
-        while True:
+        while not self._finished:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=_SYNC_INTERVAL)
+                async with asyncio.timeout(_SYNC_INTERVAL):
+                    await self._changed.wait()
             self._changed.clear()
             self._sync_config()
             if self._stopping:

@@ -265,7 +265,9 @@ class Worker:
             try:
                 await self._claim_loop(burst)
             except BaseException:
-                await asyncio.shield(self._shutdown(0.0))
+                # Shielded: a second cancellation must not leave tasks claimed and unrecorded.
+                closing = asyncio.create_task(self._shutdown(0.0), name="taskqueue-worker-abort")
+                await asyncio.shield(closing)
                 raise
             await self._shutdown(self._stop_grace)
         finally:
@@ -792,6 +794,7 @@ class _Writer:
         self._loop = asyncio.get_running_loop()
         self._waiters: list[asyncio.Future[None]] = []
         self._closing = False
+        self._ended = False
         self._deadline: float | None = None
         self.logs = LogBuffer(batch_size=LOG_BATCH, on_batch=self.commit_soon)
         self.outcomes_written = 0
@@ -821,7 +824,10 @@ class _Writer:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     async def flush(self) -> None:
-        """Wait until everything buffered now is written (or given up at close)."""
+        """Wait until everything buffered now is written (or given up at close). Returns at
+        once if the writer has ended."""
+        if self._ended:
+            return
         waiter = self._loop.create_future()
         self._waiters.append(waiter)
         self._wake.set()
@@ -837,6 +843,16 @@ class _Writer:
     # -- the writing task ------------------------------------------------------------------
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # Nobody may wait forever on a writer that is gone.
+            self._ended = True
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _run(self) -> None:
         wake = self._wake
         while True:
             if not wake.is_set():

@@ -28,7 +28,6 @@ import bisect
 import heapq
 import json
 import logging
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,7 @@ from taskqueue_core.exceptions import (
     UnknownParent,
     UnknownTask,
 )
+from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, check_columns, json_has_nul
 from taskqueue_core.models import (
     PARENT_CANCELLED,
     PARENT_FAILED,
@@ -75,13 +75,6 @@ _OUTCOME_STATES = frozenset(
 # Rebuild the ready heaps once this many entries are dead and they outnumber the live ones.
 _COMPACT_AFTER = 1024
 
-# A JSON escape of NUL is backslash-u0000 where that backslash is not itself escaped, i.e.
-# preceded by an even number (pairs) of backslashes: "\\u0000" in JSON is a backslash
-# followed by the text "u0000", which is fine.
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-
 _ReadyEntry = tuple[int, datetime, int, int]
 """(-priority, date_scheduled, task id, generation): heap order is claim order."""
 _ScheduledEntry = tuple[datetime, int, int]
@@ -105,38 +98,9 @@ def _encode(value: Any, what: str) -> str:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from exc
-    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+    if json_has_nul(text):
         raise ArgumentNotSerializable(f"{what} contains a NUL character, which cannot be stored")
     return text
-
-
-def _check_columns(new: NewTask, what: str) -> None:
-    """Refuse what the database columns could not hold, as the database backends do."""
-    for label, value, limit in (
-        ("name", new.name, 255),
-        ("channel", new.channel, 64),
-        ("module_name", new.function.module_name, 255),
-        ("function_name", new.function.function_name, 255),
-        ("signature", new.function.signature, 64),
-    ):
-        if value is not None and (not isinstance(value, str) or len(value) > limit):
-            raise InvalidTaskError(
-                f"{what}: {label} must be a string of at most {limit} characters"
-            )
-    if not new.channel:
-        raise InvalidTaskError(f"{what}: channel must not be empty")
-    by_path = new.function.module_name is not None and new.function.function_name is not None
-    if by_path == (new.function.serialized_function is not None):
-        raise InvalidTaskError(
-            f"{what}: the function must be either an import path or a serialized blob"
-        )
-    for label, number in (("priority", new.priority), ("max_retries", new.max_retries)):
-        if isinstance(number, bool) or not isinstance(number, int):
-            raise InvalidTaskError(f"{what}: {label} must be an int, got {number!r}")
-        if not _INT32_MIN <= number <= _INT32_MAX:
-            raise InvalidTaskError(f"{what}: {label} is out of range: {number}")
-    if new.max_retries < 0:
-        raise InvalidTaskError(f"{what}: max_retries must be 0 or more")
 
 
 def _log_text(value: str, limit: int | None = None) -> str:
@@ -409,7 +373,7 @@ class InMemoryRepository:
                     raise InvalidTaskError(
                         f"{what}: {label} must be a dict, got {type(value).__name__}"
                     )
-            _check_columns(new, what)
+            check_columns(new, what)
             prepared.append(
                 _Prepared(
                     new=new,
@@ -603,8 +567,8 @@ class InMemoryRepository:
                 continue
             log = _LogRow(
                 id=self._next_log_id,
-                type=_log_text(record.type, 16),
-                name=_log_text(record.name, 255),
+                type=_log_text(record.type, LOG_TYPE_MAX),
+                name=_log_text(record.name, NAME_MAX),
                 message=_log_text(record.message),
                 info=info,
                 date_created=now if record.date_created is None else _utc(record.date_created),

@@ -1,0 +1,107 @@
+"""What the storage columns hold: the limits every backend and the queue check alike.
+
+The table layout (``taskqueue_core/tortoise/models.py``) is public contract, and so are the
+sizes of its columns. A task that breaks one of them is refused with ``InvalidTaskError``
+(``ArgumentNotSerializable`` for JSON) before anything is written, by every backend, and
+``TaskQueue`` checks the same limits when ``add_task``/``enqueue`` is called, so a bad value
+is named at the call instead of failing a background write a moment later.
+
+==========================================  ===============================================
+``name``, ``module_name``, ``function_name``  at most ``NAME_MAX`` (255) characters
+``channel``                                   1 to ``CHANNEL_MAX`` (64) characters
+``signature``                                 at most ``SIGNATURE_MAX`` (64) characters
+``priority``, ``max_retries``                 an int from ``INT32_MIN`` to ``INT32_MAX``;
+                                              ``max_retries`` 0 or more
+JSON values (args, kwargs, context, ...)      no NUL character (PostgreSQL's jsonb refuses it)
+log rows: ``type``, ``name``                  cut to ``LOG_TYPE_MAX`` (16) / ``NAME_MAX``
+==========================================  ===============================================
+"""
+
+from __future__ import annotations
+
+import re
+
+from taskqueue_core.exceptions import InvalidTaskError
+from taskqueue_core.models import NewTask
+
+__all__ = [
+    "CHANNEL_MAX",
+    "INT32_MAX",
+    "INT32_MIN",
+    "LOG_TYPE_MAX",
+    "NAME_MAX",
+    "SIGNATURE_MAX",
+    "check_columns",
+    "fits_int32",
+    "json_has_nul",
+]
+
+NAME_MAX = 255
+"""Longest task name, module name and function name (``varchar(255)``)."""
+
+CHANNEL_MAX = 64
+"""Longest channel name (``varchar(64)``); a channel is never empty."""
+
+SIGNATURE_MAX = 64
+"""Longest function signature (``varchar(64)``: an HMAC-SHA256 hex digest)."""
+
+LOG_TYPE_MAX = 16
+"""Longest log row ``type`` (``varchar(16)``); log fields are cut, never refused."""
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+"""The range of ``priority`` and ``max_retries`` (PostgreSQL ``integer``)."""
+
+# A JSON escape of NUL is backslash-u0000 where that backslash is not itself escaped, i.e.
+# preceded by an even number (pairs) of backslashes: "\\u0000" in JSON is a backslash
+# followed by the text "u0000", which is fine.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def fits_int32(value: object) -> bool:
+    """True when ``value`` is an int (not a bool) that a signed 32-bit column holds."""
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and INT32_MIN <= value <= INT32_MAX
+    )
+
+
+def json_has_nul(text: str) -> bool:
+    """True when the JSON text ``text`` (from ``json.dumps``) encodes a NUL character."""
+    return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
+
+
+def check_columns(task: NewTask, what: str) -> None:
+    """Refuse a task whose fields its columns cannot hold.
+
+    ``what`` names the task in the message (e.g. ``"task 3 ('send')"``). Checks the text
+    columns, the function reference's shape and the integer columns; the JSON fields are
+    checked where they are encoded (see ``json_has_nul``).
+
+    Raises ``InvalidTaskError`` naming the field.
+    """
+    ref = task.function
+    for label, value, limit in (
+        ("name", task.name, NAME_MAX),
+        ("channel", task.channel, CHANNEL_MAX),
+        ("module_name", ref.module_name, NAME_MAX),
+        ("function_name", ref.function_name, NAME_MAX),
+        ("signature", ref.signature, SIGNATURE_MAX),
+    ):
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise InvalidTaskError(
+                f"{what}: {label} must be a string of at most {limit} characters"
+            )
+    if not task.channel:
+        raise InvalidTaskError(f"{what}: channel must not be empty")
+    by_path = ref.module_name is not None and ref.function_name is not None
+    if by_path == (ref.serialized_function is not None):
+        raise InvalidTaskError(
+            f"{what}: the function must be either an import path or a serialized blob"
+        )
+    for label, number in (("priority", task.priority), ("max_retries", task.max_retries)):
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise InvalidTaskError(f"{what}: {label} must be an int, got {number!r}")
+        if not fits_int32(number):
+            raise InvalidTaskError(f"{what}: {label} is out of range: {number}")
+    if task.max_retries < 0:
+        raise InvalidTaskError(f"{what}: max_retries must be 0 or more")

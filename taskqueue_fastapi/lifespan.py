@@ -75,7 +75,7 @@ class TaskQueueLifespan:
             await queue.open()
             stack.push_async_callback(queue.close)
             setattr(app.state, STATE_KEY, queue)
-            stack.callback(delattr, app.state, STATE_KEY)
+            stack.callback(_forget_queue, app)
             if self.run_workers:
                 from taskqueue_core.pool import WorkerPool
 
@@ -99,6 +99,11 @@ class TaskQueueLifespan:
         return TaskQueue(config, repository=_joined_repository(client, self.tortoise, config))
 
 
+def _forget_queue(app: Starlette) -> None:
+    if getattr(app.state, STATE_KEY, None) is not None:
+        delattr(app.state, STATE_KEY)
+
+
 def taskqueue_lifespan(
     config: QueueConfig | None = None,
     *,
@@ -120,8 +125,8 @@ def taskqueue_lifespan(
       registers the app ``"taskqueue_core.tortoise.models"`` in its own Tortoise config and
       initialises Tortoise before this lifespan starts; the queue then writes through that
       connection (PostgreSQL or SQLite, whichever it is) and never closes it.
-    - ``queue``: a queue built by the caller (any repository); ``config`` and ``tortoise``
-      must then be left out.
+    - ``queue``: a queue built by the caller (any repository), opened and closed with the
+      application; ``config`` and ``tortoise`` must then be left out.
     - ``channels``: the channels the embedded pool claims from (default: ``config.channels``,
       None there: every channel).
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from taskqueue_core.models import LogRecord, ServerInfo, Stats, Task, TaskState
 
@@ -76,6 +76,13 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _no_nul(value: str | None) -> str | None:
+    # PostgreSQL text cannot hold NUL: say so here rather than fail in the database.
+    if value is not None and "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
 # -- requests ---------------------------------------------------------------------------------
 
 
@@ -103,7 +110,11 @@ class TaskListQuery(BaseModel):
         default=None, description="Only tasks enqueued before this time (ISO 8601; UTC if naive)."
     )
     limit: int = Field(default=50, ge=1, le=MAX_PAGE, description="Page size.")
-    offset: int = Field(default=0, ge=0, description="Tasks to skip (newest first).")
+    offset: int = Field(
+        default=0, ge=0, le=MAX_TASK_ID, description="Tasks to skip (newest first)."
+    )
+
+    _text = field_validator("name", "channel")(_no_nul)
 
     @field_validator("enqueued_after", "enqueued_before")
     @classmethod
@@ -128,7 +139,7 @@ class ActionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    ids: list[int] = Field(
+    ids: list[StrictInt] = Field(
         min_length=1,
         max_length=MAX_ACTION_IDS,
         description=f"Task ids (1 to {MAX_ACTION_IDS}).",
@@ -153,6 +164,8 @@ class ClearRequest(BaseModel):
     channel: str | None = Field(
         default=None, max_length=64, description="Only this channel (default: every channel)."
     )
+
+    _text = field_validator("channel")(_no_nul)
 
 
 # -- responses --------------------------------------------------------------------------------

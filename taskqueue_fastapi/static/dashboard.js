@@ -32,6 +32,8 @@
     timer: null,
     inFlight: false,
     again: false,
+    ticks: 0,
+    treeFor: null,
     lastTasks: [],
   };
 
@@ -376,6 +378,7 @@
 
   function closeTask() {
     ui.openId = null;
+    ui.treeFor = null;
     $("detail").hidden = true;
     document.querySelector(".layout").classList.remove("with-detail");
     history.replaceState(null, "", window.location.pathname + window.location.search);
@@ -387,14 +390,16 @@
   function loadDetail() {
     var id = ui.openId;
     if (id === null) return Promise.resolve();
+    // A tree can be large: read it when the task is opened, then on every 4th poll.
+    var withTree = ui.treeFor !== id || ui.ticks % 4 === 0;
     return Promise.all([
       api("api/tasks/" + id),
-      api("api/tasks/" + id + "/tree"),
+      withTree ? api("api/tasks/" + id + "/tree") : null,
       api("api/tasks/" + id + "/logs" + query({ after_id: ui.logsAfter, limit: 500 })),
     ]).then(function (results) {
       if (ui.openId !== id) return;
       renderDetail(results[0]);
-      renderTree(results[1], id);
+      if (results[1]) { renderTree(results[1], id); ui.treeFor = id; }
       appendLogs(results[2], id);
     }).catch(function (error) {
       if (error instanceof ApiError && error.status === 404 && ui.openId === id) {
@@ -567,6 +572,7 @@
   function refresh() {
     if (ui.inFlight) { ui.again = true; return Promise.resolve(); }
     ui.inFlight = true;
+    ui.ticks += 1;
     clearTimeout(ui.timer);
     var work = [api("api/stats").then(renderStats), api("api/servers").then(renderServers)];
     if (ui.view === "tasks") work.push(loadTasks(), loadDetail());

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from taskqueue_core.limits import CHANNEL_MAX, NAME_MAX
 from taskqueue_core.models import LogRecord, ServerInfo, Stats, Task, TaskState
 
 __all__ = [
@@ -96,9 +97,13 @@ class TaskListQuery(BaseModel):
         description="Only tasks in one of these states (repeat the parameter for several).",
     )
     name: str | None = Field(
-        default=None, max_length=255, description="Substring of the task name (case-insensitive)."
+        default=None,
+        max_length=NAME_MAX,
+        description="Substring of the task name (case-insensitive).",
     )
-    channel: str | None = Field(default=None, max_length=64, description="Only this channel.")
+    channel: str | None = Field(
+        default=None, max_length=CHANNEL_MAX, description="Only this channel."
+    )
     parent: int | None = Field(
         default=None, ge=1, le=MAX_TASK_ID, description="Only children of this task."
     )
@@ -162,7 +167,9 @@ class ClearRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     channel: str | None = Field(
-        default=None, max_length=64, description="Only this channel (default: every channel)."
+        default=None,
+        max_length=CHANNEL_MAX,
+        description="Only this channel (default: every channel).",
     )
 
     _text = field_validator("channel")(_no_nul)

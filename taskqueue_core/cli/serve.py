@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from taskqueue_core.config import QueueConfig
+    from taskqueue_fastapi.lifespan import TaskQueueLifespan
 
 __all__ = ["ServeCommand"]
 
@@ -50,7 +51,7 @@ def _uvicorn() -> Any:
     return uvicorn
 
 
-def _taskqueue_lifespan_of(app: Any) -> Any:
+def _taskqueue_lifespan_of(app: Any) -> TaskQueueLifespan | None:
     """The application's ``TaskQueueLifespan`` when it is the application's lifespan."""
     try:
         from taskqueue_fastapi.lifespan import TaskQueueLifespan
@@ -159,7 +160,7 @@ class ServeCommand(QueueCommand):
             lifespan.run_workers = False
             return "taskqueue_lifespan without its embedded worker (this pool runs the tasks)"
         if lifespan.run_workers:
-            workers = lifespan.concurrency or config.max_workers
+            workers = (lifespan.config or config).max_workers
             return f"{workers}, embedded by the application's taskqueue_lifespan"
         return "none (HTTP only)"
 

@@ -38,13 +38,21 @@ def environment(database_url: str, **settings: str) -> dict[str, str]:
     return env
 
 
-def wait_until(probe: Callable[[], T], *, timeout: float, what: str) -> T:
-    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds."""
+def wait_until(
+    probe: Callable[[], T], *, timeout: float, what: str, running: Taskq | None = None
+) -> T:
+    """Call ``probe`` until it returns something truthy; fail after ``timeout`` seconds, or
+    as soon as the ``running`` process has exited."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value:
             return value
+        if running is not None and running.process.poll() is not None:
+            raise AssertionError(
+                f"taskq exited with {running.process.returncode} while waiting for {what}\n"
+                f"{running.err}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"timed out after {timeout} s waiting for {what} (last: {value!r})"

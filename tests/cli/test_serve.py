@@ -58,7 +58,9 @@ def test_http_and_a_pool_in_one_process(pg_console: Console, tmp_path: Path) -> 
     env = environment(pg_console.url, server_name="cli-serve")
     args = ["serve", "tests.cli.app:app", "--workers=2", f"--port={port}"]
     with taskq(args, env, tmp_path / "serve") as server:
-        wait_until(lambda: _get(f"http://127.0.0.1:{port}/health"), timeout=30, what="HTTP")
+        wait_until(
+            lambda: _get(f"http://127.0.0.1:{port}/health"), timeout=30, what="HTTP", running=server
+        )
         task_id = _post_add(port, 2, 5)
         assert _result(pg_console, task_id) == 7
         # One pool: the application's own embedded worker was turned off for this one.
@@ -77,7 +79,7 @@ def test_workers_only(pg_console: Console, tmp_path: Path) -> None:
     env = environment(pg_console.url, server_name="cli-no-http")
     args = ["serve", "tests.cli.app:app", "--workers=1", "--no-http"]
     with taskq(args, env, tmp_path / "serve") as server:
-        wait_until(lambda: _servers(pg_console), timeout=30, what="the server row")
+        wait_until(lambda: _servers(pg_console), timeout=30, what="the server row", running=server)
         assert "taskq starting workers (no HTTP)" in server.out
 
         async def add(queue: TaskQueue) -> object:
@@ -93,7 +95,9 @@ def test_http_only_leaves_workers_to_the_application(pg_console: Console, tmp_pa
     port = _free_port()
     env = environment(pg_console.url)
     with taskq(["serve", "tests.cli.app:app", f"--port={port}"], env, tmp_path / "serve") as server:
-        wait_until(lambda: _get(f"http://127.0.0.1:{port}/health"), timeout=30, what="HTTP")
+        wait_until(
+            lambda: _get(f"http://127.0.0.1:{port}/health"), timeout=30, what="HTTP", running=server
+        )
         assert "embedded by the application's taskqueue_lifespan" in server.out
         # The application's lifespan runs its own embedded worker, as under plain uvicorn.
         assert _result(pg_console, _post_add(port, 1, 1)) == 2

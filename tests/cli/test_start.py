@@ -52,7 +52,7 @@ def test_start_runs_tasks_reports_and_finishes_them_on_sigterm(
     with taskq(
         ["start", "--workers=2", "--import", "tests.cli.tasks"], env, tmp_path / "start"
     ) as worker:
-        wait_until(lambda: _servers(pg_console), timeout=30, what="the server row")
+        wait_until(lambda: _servers(pg_console), timeout=30, what="the server row", running=worker)
         summary = worker.out
         assert "taskq starting workers" in summary
         assert "server     cli-e2e" in summary
@@ -80,6 +80,7 @@ def test_start_runs_tasks_reports_and_finishes_them_on_sigterm(
             lambda: set(_states(pg_console, held).values()) == {TaskState.DOING},
             timeout=30,
             what="both tasks to run",
+            running=worker,
         )
         assert worker.terminate(timeout=30) == 0, worker.err
     assert _states(pg_console, held) == {task_id: TaskState.DONE for task_id in held}
@@ -96,12 +97,13 @@ def test_a_signal_hands_unfinished_tasks_back(
     with taskq(
         ["start", "--workers=3", "-i", "tests.cli.tasks"], env, tmp_path / "start"
     ) as worker:
-        wait_until(lambda: _servers(pg_console), timeout=30, what="the server row")
+        wait_until(lambda: _servers(pg_console), timeout=30, what="the server row", running=worker)
         held = _enqueue(pg_console, tasks.hold, 120.0, count=3)
         wait_until(
             lambda: set(_states(pg_console, held).values()) == {TaskState.DOING},
             timeout=30,
             what="the tasks to run",
+            running=worker,
         )
         assert worker.terminate(timeout=20, sig=sig) == 0, worker.err
 
@@ -125,6 +127,7 @@ def test_processes_each_register_and_unregister(pg_console: Console, tmp_path: P
             lambda: len(_servers(pg_console)) == 2 and _servers(pg_console),
             timeout=60,
             what="two server rows",
+            running=worker,
         )
         assert all(s.max_workers == 1 for s in servers)
         assert "processes  2" in worker.out

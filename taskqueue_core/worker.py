@@ -622,8 +622,12 @@ class Worker:
             error = exc
         elapsed = time.perf_counter() - start
         if run.hooks[1]:
+            seen: BaseException | None = error
+            if run.interrupt is _Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
+                # What the task's record will say, not the mechanism that interrupted it.
+                seen = TimeoutError(f"task {task.id} exceeded its timeout of {run.timeout:g} s")
             try:
-                await hooks.run_post_run(task, result, error)
+                await hooks.run_post_run(task, result, seen)
             except asyncio.CancelledError:
                 # Interrupted while in the hooks: the task's own end is what counts.
                 current = asyncio.current_task()

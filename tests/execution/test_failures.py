@@ -184,3 +184,14 @@ async def test_arguments_that_do_not_fit_fail_without_running(queue: TaskQueue) 
     assert "too many positional arguments" in (task.exception_message or "")
     assert task.retry_count == 0
     assert tasks.signals.calls == []
+
+
+async def test_post_run_hooks_see_a_timeout_as_timeout_error(queue: TaskQueue) -> None:
+    seen: list[BaseException | None] = []
+    queue.hooks.on_post_run(lambda task, result, error: seen.append(error))
+    async with running_worker(queue):
+        ref = queue.add_task(tasks.hold, "hooked", timeout=0.2, max_retries=0)
+        with pytest.raises(TaskFailed):
+            await ref.wait(10)
+    assert len(seen) == 1 and isinstance(seen[0], TimeoutError)
+    assert "0.2 s" in str(seen[0])

@@ -160,6 +160,14 @@ _CLAIM_CHANNELS_SQL = _CLAIM_SQL.format(
     channel_filter="AND channel = ANY($3::text[])", columns=_columns("t")
 )
 
+# Plans. The row counts of CTEs are guesses to the planner, ``parent_id`` is skewed (one
+# parent may have thousands of children) and the share of each state changes faster than
+# ANALYZE runs, so a join could become a scan of a whole table (or of every waiting task)
+# per batch. Every lookup is therefore spelled ``key = ANY(ARRAY(SELECT ...))``, an array
+# PostgreSQL assumes small and answers with the index on ``key``, and state guards are
+# written ``(state = ...) IS TRUE``, which the index on ``state`` cannot serve, so that it is
+# never mistaken for a cheaper way in.
+#
 # The cascade of a failure or a cancellation, as CTEs. It expects a CTE ``seeds(id, root,
 # kind)``: the first tasks to end, each with the task whose end started the cascade and the
 # state to give them. ``tree`` walks down through waiting tasks only (a stopped or finished
@@ -171,13 +179,13 @@ _CASCADE_CTES = f"""
 tree (id, root, kind, snap) AS (
     SELECT c.id, s.root, s.kind, c.xmin
     FROM seeds AS s JOIN queued_tasks AS c ON c.id = s.id
-    WHERE c.state = 'waiting'
+    WHERE c.id = ANY(ARRAY(SELECT id FROM seeds)) AND (c.state = 'waiting') IS TRUE
     UNION
     SELECT c.id, tr.root, tr.kind, c.xmin
     FROM tree AS tr
     JOIN queued_task_dependencies AS d ON d.parent_id = tr.id
     JOIN queued_tasks AS c ON c.id = d.task_id
-    WHERE c.state = 'waiting'
+    WHERE (c.state = 'waiting') IS TRUE
 ),
 doomed AS (
     SELECT DISTINCT ON (id) id, root, kind, snap
@@ -197,7 +205,8 @@ killed AS (
             ELSE format('parent task %s was cancelled', d.root) END,
         exception_info = NULL
     FROM doomed AS d
-    WHERE c.id = d.id AND c.xmin = d.snap AND c.state = 'waiting'
+    WHERE c.id = ANY(ARRAY(SELECT id FROM doomed))
+      AND c.id = d.id AND c.xmin = d.snap AND (c.state = 'waiting') IS TRUE
     RETURNING c.id
 ),
 """
@@ -255,7 +264,7 @@ pre AS (
            (o.state = 'failed' OR (o.state = 'enqueued' AND o.error_name IS NOT NULL))
                AS set_error
     FROM o JOIN queued_tasks AS t ON t.id = o.id
-    WHERE t.state = 'doing' AND t.claimed_by = $1
+    WHERE t.id = ANY($2::bigint[]) AND (t.state = 'doing') IS TRUE AND t.claimed_by = $1
 ),
 upd AS (
     UPDATE queued_tasks AS t SET
@@ -280,21 +289,22 @@ upd AS (
         retry_count = t.retry_count
             + CASE WHEN o.state = 'enqueued' AND COALESCE(o.count_attempt, true) THEN 1 ELSE 0 END
     FROM pre AS o
-    WHERE t.id = o.id AND t.xmin = o.snap AND t.state = 'doing' AND t.claimed_by = $1
+    WHERE t.id = ANY($2::bigint[])
+      AND t.id = o.id AND t.xmin = o.snap AND (t.state = 'doing') IS TRUE AND t.claimed_by = $1
     RETURNING t.id, t.state, t.channel
 ),
 seeds AS (
     SELECT d.task_id AS id, u.id AS root, u.state AS kind
-    FROM upd AS u JOIN queued_task_dependencies AS d ON d.parent_id = u.id
-    WHERE u.state IN ('failed', 'cancelled')
+    FROM queued_task_dependencies AS d JOIN upd AS u ON u.id = d.parent_id
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM upd WHERE state IN ('failed', 'cancelled')))
 ),
 """
     + _CASCADE_CTES
     + """
 counts AS (
     SELECT d.task_id AS id, count(*)::int AS n
-    FROM upd AS u JOIN queued_task_dependencies AS d ON d.parent_id = u.id
-    WHERE u.state = 'done'
+    FROM queued_task_dependencies AS d
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM upd WHERE state = 'done'))
     GROUP BY d.task_id
 ),
 released AS (
@@ -302,8 +312,8 @@ released AS (
         pending_parents = GREATEST(c.pending_parents - n.n, 0),
         state = CASE WHEN c.pending_parents - n.n <= 0 THEN 'enqueued' ELSE 'waiting' END
     FROM counts AS n
-    WHERE c.id = n.id AND c.state = 'waiting'
-      AND NOT EXISTS (SELECT 1 FROM doomed WHERE doomed.id = c.id)
+    WHERE c.id = ANY(ARRAY(SELECT id FROM counts)) AND c.id = n.id AND (c.state = 'waiting') IS TRUE
+      AND c.id <> ALL(ARRAY(SELECT id FROM doomed))
     RETURNING c.id, c.state, c.channel
 ),
 ended AS (
@@ -364,7 +374,7 @@ WITH RECURSIVE
 pre AS (
     SELECT t.id, t.xmin AS snap, t.state AS previous
     FROM queued_tasks AS t
-    WHERE t.id = ANY($1::bigint[]) AND t.state IN ('waiting', 'enqueued', 'doing')
+    WHERE t.id = ANY($1::bigint[]) AND (t.state IN ('waiting', 'enqueued', 'doing')) IS TRUE
 ),
 upd AS (
     UPDATE queued_tasks AS t SET
@@ -373,13 +383,15 @@ upd AS (
         date_stopped = CASE WHEN $2::text = 'stopped' THEN now() ELSE t.date_stopped END,
         date_ended = now()
     FROM pre
-    WHERE t.id = pre.id AND t.xmin = pre.snap AND t.state IN ('waiting', 'enqueued', 'doing')
+    WHERE t.id = ANY($1::bigint[])
+      AND t.id = pre.id AND t.xmin = pre.snap
+      AND (t.state IN ('waiting', 'enqueued', 'doing')) IS TRUE
     RETURNING t.id, pre.previous
 ),
 seeds AS (
     SELECT d.task_id AS id, u.id AS root, 'cancelled'::text AS kind
-    FROM upd AS u JOIN queued_task_dependencies AS d ON d.parent_id = u.id
-    WHERE $2::text = 'cancelled'
+    FROM queued_task_dependencies AS d JOIN upd AS u ON u.id = d.parent_id
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM upd)) AND $2::text = 'cancelled'
 ),
 """
     + _CASCADE_CTES
@@ -437,13 +449,14 @@ upd AS (
         date_failed = CASE WHEN t.retry_count >= t.max_retries THEN now() ELSE t.date_failed END,
         date_ended = CASE WHEN t.retry_count >= t.max_retries THEN now() ELSE t.date_ended END
     FROM pre
-    WHERE t.id = pre.id AND t.xmin = pre.snap AND t.state = 'doing'
+    WHERE t.id = ANY(ARRAY(SELECT id FROM pre))
+      AND t.id = pre.id AND t.xmin = pre.snap AND t.state = 'doing'
     RETURNING t.id, t.state, t.channel
 ),
 seeds AS (
     SELECT d.task_id AS id, u.id AS root, 'failed'::text AS kind
-    FROM upd AS u JOIN queued_task_dependencies AS d ON d.parent_id = u.id
-    WHERE u.state = 'failed'
+    FROM queued_task_dependencies AS d JOIN upd AS u ON u.id = d.parent_id
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM upd WHERE state = 'failed'))
 ),
 """
     + _CASCADE_CTES

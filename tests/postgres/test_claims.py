@@ -1,4 +1,4 @@
-"""Claims under concurrency, and the plan of the claim query."""
+"""Claims and completions under concurrency: no task claimed twice, children in order."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import asyncpg
 import pytest
 
 from taskqueue_core.models import FunctionRef, NewTask, Outcome, Task, TaskFilter, TaskState
-from taskqueue_core.tortoise import postgres
 from taskqueue_core.tortoise.postgres import PostgresRepository
 
 pytestmark = pytest.mark.postgres
@@ -119,52 +118,3 @@ async def test_concurrent_workers_run_a_fan_in_graph_in_order(
     assert late == []
     pending = await db.fetchval("SELECT count(*) FROM queued_tasks WHERE pending_parents <> 0")
     assert pending == 0
-
-
-FINISHED_ROWS = """
-INSERT INTO queued_tasks (
-    name, module_name, function_name, state, args, kwargs, context, pending_parents, channel,
-    priority, retry_count, max_retries, date_enqueued, date_scheduled, date_started,
-    date_done, date_ended
-)
-SELECT 'old' || g, 'm', 'f', 'done', '[]', '{}', '{}', 0, 'default', g % 5, 0, 3,
-       now() - interval '1 day', now() - interval '1 day', now() - interval '1 day',
-       now() - interval '1 day', now() - interval '1 day'
-FROM generate_series(1, $1) AS g
-"""
-
-
-async def plan_of(db: asyncpg.Connection, statement: str, arguments: str) -> str:
-    await db.execute(f"PREPARE claim_plan AS {statement}")
-    try:
-        rows = await db.fetch(f"EXPLAIN EXECUTE claim_plan({arguments})")
-    finally:
-        await db.execute("DEALLOCATE claim_plan")
-    return "\n".join(r[0] for r in rows)
-
-
-@pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
-async def test_claim_reads_the_partial_claim_index(
-    repo: PostgresRepository, db: asyncpg.Connection, mode: str
-) -> None:
-    await db.execute(FINISHED_ROWS, 60_000)
-    await repo.create_tasks(
-        [
-            NewTask(f"ready{i}", FUNCTION, priority=i % 3, channel="a" if i % 2 else "b")
-            for i in range(200)
-        ]
-    )
-    await db.execute("ANALYZE queued_tasks")
-    await db.execute(f"SET plan_cache_mode = {mode}")
-
-    any_channel = await plan_of(db, postgres._CLAIM_ANY_SQL, "'server', 10")
-    some_channels = await plan_of(db, postgres._CLAIM_CHANNELS_SQL, "'server', 10, '{a}'")
-    # Without a channel filter (a worker's default), the index gives the order: no sort.
-    assert "Index Scan using queued_tasks_claim_idx" in any_channel, any_channel
-    assert "Sort" not in any_channel, any_channel
-    # With one, rows of other channels are filtered out while reading the same index.
-    assert "queued_tasks_claim_idx" in some_channels, some_channels
-    assert "idx_queued_task_state" not in some_channels, some_channels
-
-    claimed = await repo.claim_tasks("server", 10)
-    assert [t.priority for t in claimed] == [2] * 10

@@ -1,0 +1,101 @@
+"""Plans of the hot statements stay index-driven whatever the statistics say.
+
+A queue table is mostly finished rows, its share of each state changes faster than ANALYZE
+runs, and one parent may have thousands of children: the claim must read the claim index in
+order, and a completion must look tasks and edges up by key, never scan a table.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from taskqueue_core.models import FunctionRef, NewTask
+from taskqueue_core.tortoise import postgres
+from taskqueue_core.tortoise.postgres import PostgresRepository
+
+pytestmark = pytest.mark.postgres
+
+FUNCTION = FunctionRef(module_name="tests.postgres.test_plans", function_name="noop")
+
+
+def noop() -> None:
+    """The function the tasks of these tests name (never run)."""
+
+
+FINISHED_ROWS = """
+INSERT INTO queued_tasks (
+    name, module_name, function_name, state, args, kwargs, context, pending_parents, channel,
+    priority, retry_count, max_retries, date_enqueued, date_scheduled, date_started,
+    date_done, date_ended
+)
+SELECT 'old' || g, 'm', 'f', 'done', '[]', '{}', '{}', 0, 'default', g % 5, 0, 3,
+       now() - interval '1 day', now() - interval '1 day', now() - interval '1 day',
+       now() - interval '1 day', now() - interval '1 day'
+FROM generate_series(1, $1) AS g
+"""
+
+
+async def plan_of(db: asyncpg.Connection, statement: str, arguments: str) -> str:
+    """The plan of ``statement`` executed with ``arguments`` (SQL literals), as text."""
+    await db.execute(f"PREPARE plan_under_test AS {statement}")
+    try:
+        rows = await db.fetch(f"EXPLAIN EXECUTE plan_under_test({arguments})")
+    finally:
+        await db.execute("DEALLOCATE plan_under_test")
+    return "\n".join(r[0] for r in rows)
+
+
+@pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
+async def test_claim_reads_the_partial_claim_index(
+    repo: PostgresRepository, db: asyncpg.Connection, mode: str
+) -> None:
+    await db.execute(FINISHED_ROWS, 60_000)
+    await repo.create_tasks(
+        [
+            NewTask(f"ready{i}", FUNCTION, priority=i % 3, channel="a" if i % 2 else "b")
+            for i in range(200)
+        ]
+    )
+    await db.execute("ANALYZE queued_tasks")
+    await db.execute(f"SET plan_cache_mode = {mode}")
+
+    any_channel = await plan_of(db, postgres._CLAIM_ANY_SQL, "'server', 10")
+    some_channels = await plan_of(db, postgres._CLAIM_CHANNELS_SQL, "'server', 10, '{a}'")
+    # Without a channel filter (a worker's default), the index gives the order: no sort.
+    assert "Index Scan using queued_tasks_claim_idx" in any_channel, any_channel
+    assert "Sort" not in any_channel, any_channel
+    # With one, rows of other channels are filtered out while reading the same index.
+    assert "queued_tasks_claim_idx" in some_channels, some_channels
+    assert "idx_queued_task_state" not in some_channels, some_channels
+
+    claimed = await repo.claim_tasks("server", 10)
+    assert [t.priority for t in claimed] == [2] * 10
+
+
+@pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
+async def test_completion_looks_up_by_key_despite_skewed_statistics(
+    repo: PostgresRepository, db: asyncpg.Connection, mode: str
+) -> None:
+    await db.execute(FINISHED_ROWS, 30_000)
+    (fan_out,) = await repo.create_tasks([NewTask("map", FUNCTION)])
+    for _ in range(4):
+        await repo.create_tasks(
+            [NewTask("part", FUNCTION, parent_ids=(fan_out,)) for _ in range(5_000)]
+        )
+    running = await repo.create_tasks([NewTask(f"r{i}", FUNCTION) for i in range(50)])
+    await repo.claim_tasks("server", 100)
+    await db.execute("ANALYZE")
+    await db.execute(f"SET plan_cache_mode = {mode}")
+
+    ids = ",".join(str(i) for i in running[:10])
+    done = ",".join(["done"] * 10)
+    plan = await plan_of(
+        db,
+        postgres._COMPLETE_SQL,
+        f"'server', '{{{ids}}}', '{{{done}}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+        "NULL, 'queue_new_task'",
+    )
+    assert "Seq Scan" not in plan, plan
+    assert "idx_queued_task_state" not in plan, plan
+    assert "queued_task_dependencies_parent_idx" in plan, plan

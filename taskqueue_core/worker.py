@@ -39,7 +39,8 @@ A plain function cannot be interrupted. When one runs past its timeout (or is ca
 stopped, or still running at the end of a shutdown) the task ends without it: its slot is
 freed at once, its thread runs on and its late result is discarded. So that such a thread
 never starves the others, the worker gives its thread pool up (new calls go to a fresh pool)
-and the old pool's threads end when their functions return.
+and the old pool's threads end when their functions return. (An executor passed in, like
+``WorkerPool``'s slot executor, is told instead: cancelling its future abandons the slot.)
 """
 
 from __future__ import annotations

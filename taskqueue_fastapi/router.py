@@ -20,7 +20,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.params import Depends as DependsParam
-from pydantic import BaseModel, ConfigDict, Field
 
 from taskqueue_core.exceptions import ConfigError, UnknownTask
 from taskqueue_core.models import TaskFilter, TaskState
@@ -40,6 +39,7 @@ from taskqueue_fastapi.schemas import (
     ErrorBody,
     LogOut,
     LogPage,
+    LogQuery,
     RefusedTask,
     ServerOut,
     StatsOut,
@@ -51,8 +51,6 @@ from taskqueue_fastapi.schemas import (
 )
 
 __all__ = ["get_admin_router"]
-
-MAX_LOG_PAGE = 1000
 
 TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task's id.")]
 
@@ -72,17 +70,6 @@ _NOT_FOUND: Responses = {404: {"model": ErrorBody, "description": "No task has t
 _UNAVAILABLE: Responses = {
     503: {"model": ErrorBody, "description": "The queue or its database is down."}
 }
-
-
-class LogQuery(BaseModel):
-    """Which log lines to return (query parameters; unknown ones are refused)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    after_id: int | None = Field(
-        default=None, ge=0, le=MAX_TASK_ID, description="Only lines with a greater id (follow)."
-    )
-    limit: int = Field(default=200, ge=1, le=MAX_LOG_PAGE, description="Most lines returned.")
 
 
 def get_admin_router(

@@ -28,6 +28,7 @@ __all__ = [
     "FunctionOut",
     "LogOut",
     "LogPage",
+    "LogQuery",
     "RefusedTask",
     "ServerOut",
     "StatsOut",
@@ -44,6 +45,9 @@ MAX_TASK_ID = 2**63 - 1
 
 MAX_PAGE = 500
 """Largest page the listing endpoints return."""
+
+MAX_LOG_PAGE = 1000
+"""Most log lines one request returns."""
 
 MAX_ACTION_IDS = 1000
 """Most ids one cancel/stop/retry request may name."""
@@ -137,6 +141,17 @@ class TaskListQuery(BaseModel):
         ):
             raise ValueError("enqueued_after must be earlier than enqueued_before")
         return self
+
+
+class LogQuery(BaseModel):
+    """Which log lines to return (query parameters; unknown ones are refused)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after_id: int | None = Field(
+        default=None, ge=0, le=MAX_TASK_ID, description="Only lines with a greater id (follow)."
+    )
+    limit: int = Field(default=200, ge=1, le=MAX_LOG_PAGE, description="Most lines returned.")
 
 
 class ActionRequest(BaseModel):

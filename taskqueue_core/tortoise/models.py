@@ -11,6 +11,8 @@ see ``taskqueue_core.tortoise.schema``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from tortoise import fields
 from tortoise.indexes import Index
 from tortoise.models import Model
@@ -31,10 +33,10 @@ class QueuedTask(Model):
     serialized_function = fields.BinaryField(null=True)
     signature = fields.CharField(max_length=64, null=True)
     state = fields.CharField(max_length=16, db_index=True)
-    args = fields.JSONField(default=list)
-    kwargs = fields.JSONField(default=dict)
-    context = fields.JSONField(default=dict)
-    result = fields.JSONField(null=True)
+    args: fields.JSONField[list[Any]] = fields.JSONField(default=list)
+    kwargs: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    context: fields.JSONField[dict[str, Any]] = fields.JSONField(default=dict)
+    result: fields.JSONField[Any] = fields.JSONField(null=True)
     parent: fields.ForeignKeyNullableRelation[QueuedTask] = fields.ForeignKeyField(
         "taskqueue.QueuedTask",
         related_name="children",
@@ -106,7 +108,7 @@ class QueuedTaskLog(Model):
     type = fields.CharField(max_length=16)
     name = fields.CharField(max_length=255)
     message = fields.TextField()
-    info = fields.JSONField(null=True)
+    info: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
     date_created = fields.DatetimeField()
 
     class Meta:

@@ -37,6 +37,7 @@ __all__ = [
     "connect_kwargs",
     "decode_event",
     "encode_event",
+    "ready_channels",
 ]
 
 logger = logging.getLogger("taskqueue.postgres.listener")
@@ -49,6 +50,16 @@ _CHANNELS_PER_PAYLOAD = 50  # channel names are at most 64 characters
 
 Resync = Callable[[asyncpg.Connection], Awaitable[Sequence[Event]]]
 """Computes the events to deliver after a reconnect, on the fresh listening connection."""
+
+
+async def ready_channels(connection: asyncpg.Connection) -> list[Event]:
+    """The default ``Resync``: a ``created`` event naming every channel with enqueued tasks
+    (so that a worker that missed notifications claims again)."""
+    rows = await connection.fetch(
+        "SELECT DISTINCT channel FROM queued_tasks WHERE state = 'enqueued'"
+    )
+    return [Event("created", channels=tuple(sorted(r[0] for r in rows)))]
+
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # includes TimeoutError and ConnectionError
@@ -127,8 +138,10 @@ class Listener:
 
     ``start()`` makes the first connection attempt and returns once LISTEN is active, or
     once the attempt failed (the listener is then unhealthy and keeps retrying in the
-    background). Handlers are called in the event loop, one event at a time; a handler
-    that raises is logged and does not stop the others.
+    background). After each reconnect, ``resync`` gives the events to deliver in place of
+    the notifications that may have been missed (None: a bare ``created`` event). Handlers
+    are called in the event loop, one event at a time; a handler that raises is logged and
+    does not stop the others.
     """
 
     def __init__(
@@ -136,7 +149,7 @@ class Listener:
         database_url: str,
         channel: str,
         *,
-        resync: Resync | None = None,
+        resync: Resync | None = ready_channels,
         probe_interval: float = 5.0,
         probe_timeout: float = 5.0,
         backoff_initial: float = 0.05,

@@ -699,9 +699,6 @@ SELECT count(*)::int AS servers,
 FROM queued_task_workers WHERE is_running
 """
 
-# Channels with enqueued tasks: what a listener that was down tells its subscribers to look at.
-_READY_CHANNELS_SQL = "SELECT DISTINCT channel FROM queued_tasks WHERE state = 'enqueued'"
-
 
 # -- values -----------------------------------------------------------------------------------
 
@@ -1040,7 +1037,7 @@ class PostgresRepository:
         self.use_notify = use_notify
         self.supports_notify: bool = use_notify
         self._given_client = client
-        self._client: Any = client
+        self._client: Any = None
         self._context: Any = None
         self._probe_interval = listen_probe_interval
         self._probe_timeout = listen_probe_timeout
@@ -1731,7 +1728,6 @@ class PostgresRepository:
                 listener = Listener(
                     self.database_url,
                     self.notify_channel,
-                    resync=_ready_channels,
                     probe_interval=self._probe_interval,
                     probe_timeout=self._probe_timeout,
                 )
@@ -1799,12 +1795,6 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     (no SET, no LISTEN on pooled connections, advisory locks are transaction-scoped), so
     there is nothing to reset.
     """
-
-
-async def _ready_channels(conn: asyncpg.Connection) -> list[Event]:
-    """After a LISTEN outage: a ``created`` event naming every channel with enqueued tasks."""
-    rows = await conn.fetch(_READY_CHANNELS_SQL)
-    return [Event("created", channels=tuple(sorted(r[0] for r in rows)))]
 
 
 def _rowcount(status: str) -> int:

@@ -322,7 +322,7 @@ async def test_a_cancelled_flusher_fails_its_refs_and_a_new_one_takes_over(
 
     held = queue.add_task(add, 1, 1, name="held")
     await asyncio.wait_for(entered.wait(), 10)
-    flusher = queue._flusher
+    flusher = queue._writer.flusher
     assert flusher is not None and flusher.get_name() == "taskqueue-creation-flusher"
     flusher.cancel()  # e.g. the loop is being torn down
     with pytest.raises(QueueClosed, match="flusher was cancelled"):

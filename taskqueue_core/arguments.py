@@ -1,0 +1,147 @@
+"""Task arguments and context as stored JSON: copied to plain JSON types, or refused by name.
+
+``to_json`` is what ``add_task``/``enqueue`` run on every argument: it returns a copy made of
+``str``, ``int``, ``float``, ``bool``, ``None``, ``list`` and ``dict`` with ``str`` keys, and
+raises ``ArgumentNotSerializable`` naming the argument, the path inside it and the offending
+type otherwise. Copying (rather than checking) also snapshots the arguments: changing a list
+after ``add_task`` returned does not change the task written a moment later.
+
+``clean_context`` does the same for the context a ``pre_create`` hook filled, but drops (and
+logs) a value it cannot store instead of refusing the task: the caller did nothing wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from loguru import logger
+
+from taskqueue_core.exceptions import ArgumentNotSerializable
+from taskqueue_core.models import NewTask
+
+__all__ = ["clean_context", "to_json", "type_name"]
+
+_JSON_HINT = "use str, int, float, bool, None, and lists and dicts of them with str keys"
+
+
+def type_name(value: Any) -> str:
+    """The name of ``value``'s type for messages: ``int``, ``datetime.datetime``."""
+    cls = type(value)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def to_json(value: Any, label: str, argument: int | str) -> Any:
+    """A copy of ``value`` as plain JSON types.
+
+    ``label`` names the task function and ``argument`` the argument (a position or a
+    keyword) in the message. Raises ``ArgumentNotSerializable``.
+    """
+    try:
+        return _walk(value)
+    except _NotJson as exc:
+        name = _argument_name(argument)
+        where = f"{name} at {''.join(exc.path)}" if exc.path else name
+        raise ArgumentNotSerializable(f"{label}: {where} {exc.problem}; {_JSON_HINT}") from None
+    except RecursionError:
+        raise ArgumentNotSerializable(
+            f"{label}: {_argument_name(argument)} is nested too deeply (or contains itself)"
+        ) from None
+
+
+def clean_context(task: NewTask) -> None:
+    """Drop context values a pre_create hook set that cannot be stored (the task goes on).
+
+    The values kept are replaced by their plain JSON copies, in place.
+    """
+    for key in list(task.context):
+        value = task.context[key]
+        try:
+            if type(key) is not str:
+                raise _NotJson(f"has a key of type {type_name(key)}")
+            task.context[key] = _walk(value)
+        except (_NotJson, RecursionError) as exc:
+            del task.context[key]
+            logger.error(
+                "taskqueue: dropped context[{!r}] of task {!r}: a pre_create hook set a "
+                "value that is not JSON ({})",
+                key,
+                task.name,
+                exc,
+            )
+
+
+def _argument_name(argument: int | str) -> str:
+    if isinstance(argument, int):
+        return f"positional argument {argument}"
+    return f"keyword argument {argument!r}"
+
+
+class _NotJson(Exception):
+    """Raised deep in ``_walk``; each level on the way up prepends its key to ``path``."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.path: list[str] = []
+        self.problem = problem
+
+
+def _walk(value: Any) -> Any:
+    cls = type(value)
+    if value is None or cls is bool or cls is int:
+        return value
+    if cls is str:
+        if "\x00" in value:
+            raise _NotJson("is a string containing a NUL character, which is not storable")
+        return value
+    if cls is float:
+        if not math.isfinite(value):
+            raise _NotJson(f"is {value!r}, which is not JSON")
+        return value
+    if cls is list or cls is tuple:
+        return _walk_list(value)
+    if cls is dict:
+        return _walk_dict(value)
+    # Subclasses (enums, OrderedDict, NamedTuple, ...) are stored as their JSON base value.
+    # (bool cannot be subclassed: `cls is bool` above caught every bool.)
+    if isinstance(value, list | tuple):
+        return _walk_list(value)
+    if isinstance(value, dict):
+        return _walk_dict(value)
+    if isinstance(value, int):
+        return int.__index__(value)
+    if isinstance(value, str):
+        return _walk(str.__str__(value))
+    if isinstance(value, float):
+        return _walk(float.__float__(value))
+    raise _NotJson(f"is of type {type_name(value)}, which is not JSON")
+
+
+def _walk_list(value: list[Any] | tuple[Any, ...]) -> list[Any]:
+    out: list[Any] = []
+    index = 0
+    try:
+        for index, item in enumerate(value):  # noqa: B007 (the except clause reads it)
+            out.append(_walk(item))
+    except _NotJson as exc:
+        exc.path.insert(0, f"[{index}]")
+        raise
+    return out
+
+
+def _walk_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    key: Any = None
+    try:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _NotJson(f"has a key {key!r} of type {type_name(key)} (JSON keys are str)")
+            out[key] = _walk(item)
+    except _NotJson as exc:
+        if not exc.path and exc.problem.startswith("has a key"):
+            raise  # the key itself is at fault: the path is this dict
+        exc.path.insert(0, f"[{key!r}]")
+        raise
+    return out

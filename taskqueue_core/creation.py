@@ -1,0 +1,343 @@
+"""Writing new tasks: at once (``enqueue``), or batched in the background (``add_task``).
+
+``CreationWriter.create_now`` writes prepared tasks in one ``create_tasks`` call and raises
+the repository's error. ``submit`` takes an ``add_task`` that already has its ``TaskRef``:
+the task joins a pending list that ONE background flusher writes with a single
+``create_tasks`` call per round (at most ``MAX_BATCH_SIZE`` tasks): every ``add_task`` of one
+event-loop tick, and those made while the previous round was being written, go in one INSERT.
+``flush()`` waits for everything submitted so far; ``drain()`` until the flusher is idle.
+
+A failed background write surfaces on the refs it concerns (``get_task_id()`` / ``wait()``
+raise it) and is logged; the flusher itself never raises. A batch is all or nothing in the
+repository, so when one task of a batch is refused the flusher isolates it instead of failing
+its neighbours: a missing parent id is found with one ``get_states`` read and only the tasks
+naming it fail; any other error is bisected (the halves are written separately,
+recursively) until the culprit is alone. Children of a task whose creation failed fail with
+``UnknownParent`` naming that parent.
+
+``pre_create`` and ``post_create`` hooks run here, each task's in the ``contextvars`` its
+``add_task`` call captured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import dataclasses
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from loguru import logger
+
+from taskqueue_core.arguments import clean_context
+from taskqueue_core.exceptions import (
+    InvalidTaskError,
+    QueueClosed,
+    RepositoryError,
+    UnknownParent,
+)
+from taskqueue_core.hooks import HookRegistry, Moment
+from taskqueue_core.models import NewTask
+from taskqueue_core.ref import TaskRef
+from taskqueue_core.repository import TaskRepository
+from taskqueue_core.validation import Prepared
+
+__all__ = ["MAX_BATCH_SIZE", "CreationWriter", "PendingCreation"]
+
+MAX_BATCH_SIZE = 2000
+"""Most tasks one background ``create_tasks`` call writes; more pending tasks take more calls.
+
+Measured on PostgreSQL: 10,000 tasks are written fastest in batches of about 2,000 (bigger
+single INSERTs cost more than proportionally)."""
+
+
+class Storage(Protocol):
+    """Where the writer finds the repository and the hooks (the queue: read at each write)."""
+
+    repository: TaskRepository
+    hooks: HookRegistry
+
+
+@dataclass(slots=True, eq=False)
+class PendingCreation:
+    """An ``add_task`` waiting for the flusher; ``future`` settles with the id or the error."""
+
+    prepared: Prepared
+    ref: TaskRef
+    future: asyncio.Future[int]
+    context: contextvars.Context
+    hooked: bool = False
+    """pre_create hooks ran (a batch retried after a split must not run them again)."""
+    parent_ids: tuple[int, ...] = ()
+    """The existing parents of the last attempt (to find which one is missing)."""
+
+    def fail(self, error: BaseException) -> None:
+        """Settle with ``error`` (logged) unless already settled."""
+        if self.future.done():
+            return
+        logger.error(
+            "taskqueue: task {!r} was not created: {}: {}",
+            self.prepared.task.name,
+            type(error).__name__,
+            error,
+        )
+        self.future.set_exception(error)
+        self.future.exception()  # retrieved: it was logged, an unread ref must not warn again
+
+
+class CreationWriter:
+    """Writes new tasks for one queue, from its event loop."""
+
+    def __init__(self, storage: Storage) -> None:
+        self._storage = storage
+        self._pending: list[PendingCreation] = []
+        self._inflight: list[PendingCreation] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- immediate creation --------------------------------------------------------------
+
+    async def create_now(
+        self,
+        prepared: Sequence[Prepared],
+        transaction: Any,
+        check_open: Callable[[], None],
+    ) -> list[tuple[NewTask, int]]:
+        """Write ``prepared`` in one call (inside ``transaction`` if given), all or nothing.
+
+        Parent refs are awaited first; ``check_open`` runs after the pre_create hooks, right
+        before the write. Returns each task with its id, in order. Raises the repository's
+        errors, ``UnknownParent`` for a parent ref whose creation failed, and what
+        ``check_open`` raises.
+        """
+        hooks = self._storage.hooks
+        tasks: list[NewTask] = []
+        for item in prepared:
+            parent_ids = [await _parent_id(parent) for parent in item.parents]
+            tasks.append(dataclasses.replace(item.task, parent_ids=_unique(parent_ids)))
+        if hooks.has(Moment.PRE_CREATE):
+            for task in tasks:
+                await hooks.run_pre_create(task)
+                clean_context(task)
+        check_open()
+        ids = await self._storage.repository.create_tasks(tasks, transaction=transaction)
+        if hooks.has(Moment.POST_CREATE):
+            for task, task_id in zip(tasks, ids, strict=True):
+                await hooks.run_post_create(task, task_id)
+        return list(zip(tasks, ids, strict=True))
+
+    # -- background creation -------------------------------------------------------------
+
+    @property
+    def flusher(self) -> asyncio.Task[None] | None:
+        """The background task writing pending creations, None while there are none."""
+        return self._flusher
+
+    @property
+    def pending_count(self) -> int:
+        """How many submitted creations are not settled yet."""
+        return sum(1 for item in (*self._inflight, *self._pending) if not item.future.done())
+
+    def submit(self, item: PendingCreation) -> None:
+        """Queue ``item`` for the next round and make sure a flusher runs (in the loop)."""
+        self._pending.append(item)
+        if self._flusher is None:
+            loop = asyncio.get_running_loop()
+            self._flusher = loop.create_task(self._flush_loop(), name="taskqueue-creation-flusher")
+            self._flusher.add_done_callback(self._flusher_done)
+
+    async def flush(self) -> None:
+        """Wait until every creation submitted so far is written (or has failed on its ref)."""
+        futures = [item.future for item in (*self._inflight, *self._pending)]
+        if futures:
+            await asyncio.wait(futures)
+
+    async def drain(self) -> None:
+        """Wait until the flusher has written everything and stopped (new submissions
+        made meanwhile included)."""
+        while self._flusher is not None:
+            await asyncio.wait([self._flusher])
+
+    async def _flush_loop(self) -> None:
+        while True:
+            if not self._pending:
+                # No await between this check and the reset: submit sees None and starts
+                # a new flusher, so a task added now is never left behind.
+                self._flusher = None
+                return
+            batch = self._pending[:MAX_BATCH_SIZE]
+            del self._pending[:MAX_BATCH_SIZE]
+            self._inflight = batch
+            await self._write_batch(batch)
+            # Not in a `finally`: if the write is cancelled or crashes, _flusher_done still
+            # finds the batch here and fails the refs that did not settle.
+            self._inflight = []
+
+    def _flusher_done(self, task: asyncio.Task[None]) -> None:
+        if self._flusher is task:
+            self._flusher = None
+        error: BaseException
+        if task.cancelled():
+            error = QueueClosed("the task was not created: the creation flusher was cancelled")
+        elif (exc := task.exception()) is not None:
+            logger.opt(exception=exc).critical("taskqueue: the creation flusher crashed")
+            error = RepositoryError(f"the task was not created: {type(exc).__name__}: {exc}")
+        else:
+            return
+        # _write_batch catches every error of a write, so this is a bug or a loop shutdown:
+        # fail what is left rather than let get_task_id() hang.
+        for item in (*self._inflight, *self._pending):
+            item.fail(error)
+        self._inflight = []
+        self._pending = []
+
+    async def _write_batch(self, batch: list[PendingCreation]) -> None:
+        await self._run_pre_create(batch)
+        # A parent ref of another queue may still be pending: wait for it (ours are either
+        # earlier in this batch or already settled, since a ref exists before its children).
+        foreign = {
+            p._creation
+            for item in batch
+            for p in item.prepared.parents
+            if isinstance(p, TaskRef) and p._creation is not None and not p._creation.done()
+        }
+        in_batch = {item.future for item in batch}
+        foreign = {fut for fut in foreign if fut not in in_batch}
+        if foreign:
+            await asyncio.wait(foreign)
+        await self._write_group(batch)
+
+    async def _run_pre_create(self, items: list[PendingCreation]) -> None:
+        hooks = self._storage.hooks
+        todo = [item for item in items if not item.hooked]
+        for item in todo:
+            item.hooked = True
+        if not todo or not hooks.has(Moment.PRE_CREATE):
+            return
+        # Each task's hooks run in the contextvars captured by its add_task call.
+        await _run_in_contexts(
+            [(item.context, hooks.run_pre_create(item.prepared.task)) for item in todo]
+        )
+        for item in todo:
+            clean_context(item.prepared.task)
+
+    async def _write_group(self, items: list[PendingCreation]) -> None:
+        """Write ``items`` in one call; on failure isolate the culprits (never raises)."""
+        positions: dict[int, int] = {}  # id(ref) -> position in `tasks`
+        tasks: list[NewTask] = []
+        written: list[PendingCreation] = []
+        for item in items:
+            parent_ids: list[int] = []
+            batch_parents: list[int] = []
+            broken: TaskRef | None = None
+            for parent in item.prepared.parents:
+                if isinstance(parent, int):
+                    parent_ids.append(parent)
+                elif id(parent) in positions:
+                    batch_parents.append(positions[id(parent)])
+                elif parent.task_id is not None:
+                    parent_ids.append(parent.task_id)
+                else:
+                    broken = parent
+                    break
+            if broken is not None:
+                reason = broken.creation_error()
+                item.fail(
+                    UnknownParent(
+                        f"parent {broken!r} was not created"
+                        + (f": {type(reason).__name__}: {reason}" if reason else "")
+                    )
+                )
+                continue
+            item.parent_ids = _unique(parent_ids)
+            positions[id(item.ref)] = len(tasks)
+            tasks.append(
+                dataclasses.replace(
+                    item.prepared.task,
+                    parent_ids=item.parent_ids,
+                    batch_parents=_unique(batch_parents),
+                )
+            )
+            written.append(item)
+        if not tasks:
+            return
+        try:
+            ids = await self._storage.repository.create_tasks(tasks)
+        except Exception as exc:
+            await self._isolate(written, exc)
+            return
+        hooks = self._storage.hooks
+        if hooks.has(Moment.POST_CREATE):
+            await _run_in_contexts(
+                [
+                    (item.context, hooks.run_post_create(task, task_id))
+                    for item, task, task_id in zip(written, tasks, ids, strict=True)
+                ]
+            )
+        for item, task_id in zip(written, ids, strict=True):
+            # Set now, not when the ref is first awaited: a child in a later group of this
+            # round reads it (`parent.task_id` above).
+            item.ref._id = task_id
+            if not item.future.done():
+                item.future.set_result(task_id)
+
+    async def _isolate(self, items: list[PendingCreation], exc: Exception) -> None:
+        """``items`` failed together with ``exc``: fail only the tasks that caused it."""
+        repository = self._storage.repository
+        if isinstance(exc, UnknownParent):
+            wanted = {pid for item in items for pid in item.parent_ids}
+            try:
+                existing = await repository.get_states(list(wanted)) if wanted else {}
+            except Exception:
+                existing = None
+            if existing is not None:
+                missing = wanted - existing.keys()
+                culprits = [i for i in items if missing.intersection(i.parent_ids)]
+                if culprits:
+                    for item in culprits:
+                        gone = sorted(missing.intersection(item.parent_ids))
+                        item.fail(UnknownParent(f"parent task {gone[0]} does not exist"))
+                    await self._write_group([i for i in items if not i.future.done()])
+                    return
+        if len(items) == 1:
+            items[0].fail(exc)
+            return
+        if isinstance(exc, RepositoryError) or not isinstance(exc, InvalidTaskError):
+            # Tell a down database from a refused row before bisecting a batch: a cheap
+            # read that fails too means every half would fail the same way.
+            try:
+                await repository.get_states([0])
+            except Exception:
+                for item in items:
+                    item.fail(exc)
+                return
+        middle = len(items) // 2
+        # The first half goes first: its ids are known when the second half's children,
+        # which may point at it, are resolved.
+        await self._write_group(items[:middle])
+        await self._write_group([i for i in items[middle:] if not i.future.done()])
+
+
+async def _run_in_contexts(
+    jobs: list[tuple[contextvars.Context, Coroutine[Any, Any, None]]],
+) -> None:
+    loop = asyncio.get_running_loop()
+    tasks = [
+        loop.create_task(job, context=context, name="taskqueue-creation-hooks")
+        for context, job in jobs
+    ]
+    # The hook runners never raise (HookRegistry.run logs hook errors).
+    await asyncio.gather(*tasks)
+
+
+async def _parent_id(parent: TaskRef | int) -> int:
+    if isinstance(parent, int):
+        return parent
+    try:
+        return await parent.get_task_id()
+    except (InvalidTaskError, QueueClosed) as exc:
+        raise UnknownParent(f"parent {parent!r} was not created: {exc}") from exc
+
+
+def _unique(values: list[int]) -> tuple[int, ...]:
+    return tuple(dict.fromkeys(values))

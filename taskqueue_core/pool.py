@@ -410,6 +410,9 @@ class WorkerPool:
     def _load(self) -> tuple[int, int]:
         return self.active, self.idle
 
+    def _running_ids(self) -> list[int]:
+        return self._worker.running_task_ids if self._worker is not None else []
+
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -446,7 +449,9 @@ class WorkerPool:
         name = config.resolved_server_name
         self.executor = SlotExecutor(config, name=f"taskqueue-slot[{name}]")
         self._worker = self._new_worker(name)
-        self.server = Server(self.queue.repository, config, name=name, load=self._load)
+        self.server = Server(
+            self.queue.repository, config, name=name, load=self._load, running=self._running_ids
+        )
         try:
             await self.server.start()
         except BaseException:

@@ -18,6 +18,10 @@ trying, and gives pruning, which has no lock, a single owner. The reaper:
 - deletes finished tasks older than ``config.retention_days`` (0: never), at most once per
   ``prune_interval`` seconds.
 
+Every server also checks its own tasks once per ``stale_after``: a task ``doing`` under its
+name that its worker does not run (its claim's reply or its outcome was lost in a database
+outage) is handed back once it has been seen so twice; see ``Server._check_own_tasks``.
+
 Both loops survive any error: a failing heartbeat (the database is down or restarting) is
 logged and retried with a short backoff, and the server re-registers when a heartbeat finds
 its row gone (a reaper declared it dead while it could not reach the database).
@@ -30,7 +34,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime, timedelta
 
 from loguru import logger as _loguru
@@ -91,6 +95,8 @@ class Server:
     """This process as a server: its row, its heartbeat and its share of the reaping.
 
     ``load`` gives the ``(active, idle)`` counts sent with each heartbeat (default: 0, 0).
+    ``running`` gives the ids of the tasks this process runs now; with it, the server hands
+    back tasks doing under its name that it does not run (see ``_check_own_tasks``).
     ``name`` defaults to ``config.resolved_server_name``; it must be unique among running
     servers. ``reaper`` False takes this server out of the election (it still heartbeats).
     The config is read live: a change of ``heartbeat_interval``, ``stale_after``,
@@ -104,6 +110,7 @@ class Server:
         *,
         name: str | None = None,
         load: Load | None = None,
+        running: Callable[[], Collection[int]] | None = None,
         reaper: bool = True,
         prune_interval: float = DEFAULT_PRUNE_INTERVAL,
     ) -> None:
@@ -116,6 +123,9 @@ class Server:
         self.pid = os.getpid()
         self.started_at = _now()
         self._load: Load = load or (lambda: (0, 0))
+        self._running = running
+        self._last_check: float | None = None
+        self._suspects: set[int] = set()
         self._reaper_enabled = reaper
         self._prune_interval = prune_interval
         self._registered_max_workers: int | None = None
@@ -130,6 +140,8 @@ class Server:
         """How many finished tasks this server's reaper deleted."""
         self.heartbeats = 0
         """Successful heartbeats since start."""
+        self.handed_back: list[int] = []
+        """Task ids this server held but was not running, handed back (see ``running``)."""
         self.reaper_rounds = 0
         """Reaper rounds completed since start (elected or not)."""
 
@@ -327,6 +339,7 @@ class Server:
                     _ids(rescued),
                 )
             await self._prune_if_due(now)
+        await self._check_own_tasks()
         self.reaper_rounds += 1
         return rescued
 
@@ -389,8 +402,20 @@ class Server:
                     "QUEUE_SERVER_NAME"
                 )
         orphans = await self._doing_tasks_of(self.name)
-        if not orphans:
-            return
+        handed = await self._hand_back(orphans, f"the process running it ({self.name}) exited")
+        if handed:
+            _log.warning(
+                "taskqueue server {} handed back {} task(s) left doing by its previous run: {}",
+                self.name,
+                len(handed),
+                _ids(handed),
+            )
+
+    async def _hand_back(self, tasks: list[Task], message: str) -> list[int]:
+        """Put ``tasks`` (doing under this name) back, counting the attempt as a rescue does:
+        enqueued again, or failed ``WorkerLost`` once its retries are used up."""
+        if not tasks:
+            return []
         outcomes = [
             Outcome(
                 task_id=task.id,
@@ -398,14 +423,51 @@ class Server:
                 if task.retry_count < task.max_retries
                 else TaskState.FAILED,
                 error_name=WORKER_LOST,
-                error_message=f"the process running it ({self.name}) exited",
+                error_message=message,
             )
-            for task in orphans
+            for task in tasks
         ]
-        handed = await self.repository.complete_tasks(self.name, outcomes)
+        return await self.repository.complete_tasks(self.name, outcomes)
+
+    # -- tasks lost by this very server -----------------------------------------------------
+
+    async def _check_own_tasks(self) -> None:
+        """Hand back tasks ``doing`` under this name that this process does not run.
+
+        The reaper rescues the tasks of dead servers only. A live one can still lose track
+        of a task in a database outage: the claim committed but its reply was lost, or an
+        outcome could not be written. Such a task would stay ``doing`` forever, so every
+        ``stale_after`` seconds the server lists its doing tasks older than ``stale_after``
+        that its worker is not running, and hands back those it already found the time
+        before (an outcome still being written has long been written by then).
+        """
+        if self._running is None:
+            return
+        clock = time.monotonic()
+        if self._last_check is not None and clock - self._last_check < self.config.stale_after:
+            return
+        self._last_check = clock
+        before = set(self._running())
+        cutoff = _now() - timedelta(seconds=self.config.stale_after)
+        mine = await self._doing_tasks_of(self.name)
+        running = before | set(self._running())
+        lost = {
+            task.id: task
+            for task in mine
+            if task.id not in running
+            and task.date_started is not None
+            and task.date_started < cutoff
+        }
+        again = [task for task_id, task in lost.items() if task_id in self._suspects]
+        self._suspects = set(lost) - {task.id for task in again}
+        handed = await self._hand_back(
+            again,
+            f"claimed by {self.name} but not running there (its claim or outcome was lost)",
+        )
         if handed:
+            self.handed_back.extend(handed)
             _log.warning(
-                "taskqueue server {} handed back {} task(s) left doing by its previous run: {}",
+                "taskqueue server {} handed back {} task(s) it held but was not running: {}",
                 self.name,
                 len(handed),
                 _ids(handed),

@@ -274,3 +274,35 @@ async def test_stop_without_start_does_nothing(repository: TaskRepository) -> No
     await server.stop()
     assert await row(repository, "never") is None
     assert not server.running
+
+
+async def test_a_live_server_hands_back_tasks_it_holds_but_does_not_run(
+    repository: TaskRepository,
+) -> None:
+    ids = await new_tasks(repository, 3)
+    running: set[int] = set()
+    async with Server(repository, make_config(), name="me", running=lambda: running) as server:
+        await repository.claim_tasks("me", 3)
+        running.add(ids[0])  # the process runs this one; the other two it lost track of
+
+        async def handed_back() -> bool:
+            states = await repository.get_states(ids[1:])
+            return set(states.values()) == {TaskState.ENQUEUED}
+
+        await eventually(handed_back, timeout=10)
+        assert sorted(server.handed_back) == sorted(ids[1:])
+        assert (await repository.get_states([ids[0]]))[ids[0]] is TaskState.DOING
+    for task in await repository.get_tasks(ids[1:]):
+        assert (task.retry_count, task.exception_name) == (1, "WorkerLost")
+
+
+async def test_without_a_running_view_a_server_leaves_its_tasks_alone(
+    repository: TaskRepository,
+) -> None:
+    ids = await new_tasks(repository, 1)
+    async with Server(repository, make_config(), name="me") as server:
+        await repository.claim_tasks("me", 1)
+        rounds = int(3 * STALE_AFTER / HEARTBEAT)
+        await eventually(lambda: _true(server.reaper_rounds >= rounds), timeout=10)
+        assert (await repository.get_states(ids))[ids[0]] is TaskState.DOING
+        assert server.handed_back == []

@@ -3,7 +3,9 @@
 ``to_json`` is what ``add_task``/``enqueue`` run on every argument: it returns a copy made of
 ``str``, ``int``, ``float``, ``bool``, ``None``, ``list`` and ``dict`` with ``str`` keys, and
 raises ``ArgumentNotSerializable`` naming the argument, the path inside it and the offending
-type otherwise. Copying (rather than checking) also snapshots the arguments: changing a list
+type otherwise. It also refuses what a JSON column cannot hold although Python's ``json``
+writes it (``taskqueue_core.limits``): a NUL character in a string or a key, an int too long
+to write. Copying (rather than checking) also snapshots the arguments: changing a list
 after ``add_task`` returned does not change the task written a moment later.
 
 ``clean_context`` does the same for the context a ``pre_create`` hook filled, but drops (and
@@ -18,6 +20,7 @@ from typing import Any
 from loguru import logger
 
 from taskqueue_core.exceptions import ArgumentNotSerializable
+from taskqueue_core.limits import JSON_INT_DIGITS_MAX
 from taskqueue_core.models import NewTask
 
 __all__ = ["clean_context", "to_json", "type_name"]
@@ -61,6 +64,8 @@ def clean_context(task: NewTask) -> None:
         try:
             if type(key) is not str:
                 raise _NotJson(f"has a key of type {type_name(key)}")
+            if "\x00" in key:
+                raise _NotJson("has a key containing a NUL character")
             task.context[key] = _walk(value)
         except (_NotJson, RecursionError) as exc:
             del task.context[key]
@@ -90,8 +95,10 @@ class _NotJson(Exception):
 
 def _walk(value: Any) -> Any:
     cls = type(value)
-    if value is None or cls is bool or cls is int:
+    if value is None or cls is bool:
         return value
+    if cls is int:
+        return _walk_int(value)
     if cls is str:
         if "\x00" in value:
             raise _NotJson("is a string containing a NUL character, which is not storable")
@@ -111,12 +118,28 @@ def _walk(value: Any) -> Any:
     if isinstance(value, dict):
         return _walk_dict(value)
     if isinstance(value, int):
-        return int.__index__(value)
+        return _walk_int(int.__index__(value))
     if isinstance(value, str):
         return _walk(str.__str__(value))
     if isinstance(value, float):
         return _walk(float.__float__(value))
     raise _NotJson(f"is of type {type_name(value)}, which is not JSON")
+
+
+# Python refuses to write an int in decimal only above sys.get_int_max_str_digits() digits,
+# which is never below 640: ints of up to 3 * 640 bits (< 640 digits) need no further look.
+_SHORT_INT_BITS = 3 * 640
+
+
+def _walk_int(value: int) -> int:
+    if value.bit_length() > _SHORT_INT_BITS:
+        try:
+            digits = len(str(abs(value)))
+        except ValueError:
+            raise _NotJson("is an int too long to write as JSON") from None
+        if digits > JSON_INT_DIGITS_MAX:
+            raise _NotJson(f"is an int of more than {JSON_INT_DIGITS_MAX} digits")
+    return value
 
 
 def _walk_list(value: list[Any] | tuple[Any, ...]) -> list[Any]:
@@ -133,15 +156,15 @@ def _walk_list(value: list[Any] | tuple[Any, ...]) -> list[Any]:
 
 def _walk_dict(value: dict[Any, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    key: Any = None
-    try:
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _NotJson(f"has a key {key!r} of type {type_name(key)} (JSON keys are str)")
+    for key, item in value.items():
+        # A bad key is this dict's fault: the path ends here, not at the key.
+        if type(key) is not str:
+            raise _NotJson(f"has a key {key!r} of type {type_name(key)} (JSON keys are str)")
+        if "\x00" in key:
+            raise _NotJson(f"has a key {key!r} containing a NUL character, not storable")
+        try:
             out[key] = _walk(item)
-    except _NotJson as exc:
-        if not exc.path and exc.problem.startswith("has a key"):
-            raise  # the key itself is at fault: the path is this dict
-        exc.path.insert(0, f"[{key!r}]")
-        raise
+        except _NotJson as exc:
+            exc.path.insert(0, f"[{key!r}]")
+            raise
     return out

@@ -10,9 +10,10 @@ is named at the call instead of failing a background write a moment later.
 ``name``, ``module_name``, ``function_name``  at most ``NAME_MAX`` (255) characters
 ``channel``                                   1 to ``CHANNEL_MAX`` (64) characters
 ``signature``                                 at most ``SIGNATURE_MAX`` (64) characters
-``priority``, ``max_retries``                 an int from ``INT32_MIN`` to ``INT32_MAX``;
-                                              ``max_retries`` 0 or more
-JSON values (args, kwargs, context, ...)      no NUL character (PostgreSQL's jsonb refuses it)
+``priority``                                  an int from ``PRIORITY_MIN`` to ``PRIORITY_MAX``
+``max_retries``                               an int from 0 to ``INT32_MAX``
+JSON values (args, kwargs, context, ...)      no NUL character (PostgreSQL's jsonb refuses it),
+                                              ints of at most ``JSON_INT_DIGITS_MAX`` digits
 log rows: ``type``, ``name``                  cut to ``LOG_TYPE_MAX`` (16) / ``NAME_MAX``
 ==========================================  ===============================================
 """
@@ -28,8 +29,11 @@ __all__ = [
     "CHANNEL_MAX",
     "INT32_MAX",
     "INT32_MIN",
+    "JSON_INT_DIGITS_MAX",
     "LOG_TYPE_MAX",
     "NAME_MAX",
+    "PRIORITY_MAX",
+    "PRIORITY_MIN",
     "SIGNATURE_MAX",
     "check_columns",
     "fits_int32",
@@ -50,7 +54,16 @@ LOG_TYPE_MAX = 16
 
 INT32_MIN = -(2**31)
 INT32_MAX = 2**31 - 1
-"""The range of ``priority`` and ``max_retries`` (PostgreSQL ``integer``)."""
+"""The range of PostgreSQL's ``integer`` (``priority``, ``max_retries``)."""
+
+PRIORITY_MIN = INT32_MIN + 1
+PRIORITY_MAX = INT32_MAX
+"""The range of ``priority``: one narrower than ``integer`` at the bottom, because the claim
+index orders by ``-priority`` and ``-INT32_MIN`` is out of range (PostgreSQL refuses the row)."""
+
+JSON_INT_DIGITS_MAX = 131072
+"""Most digits of an int in a JSON value (jsonb stores numbers as ``numeric``). Python itself
+refuses to write ints longer than ``sys.get_int_max_str_digits()`` (4300 by default)."""
 
 # A JSON escape of NUL is backslash-u0000 where that backslash is not itself escaped, i.e.
 # preceded by an even number (pairs) of backslashes: "\\u0000" in JSON is a backslash
@@ -98,10 +111,13 @@ def check_columns(task: NewTask, what: str) -> None:
         raise InvalidTaskError(
             f"{what}: the function must be either an import path or a serialized blob"
         )
-    for label, number in (("priority", task.priority), ("max_retries", task.max_retries)):
+    for label, number, low, high in (
+        ("priority", task.priority, PRIORITY_MIN, PRIORITY_MAX),
+        ("max_retries", task.max_retries, INT32_MIN, INT32_MAX),
+    ):
         if isinstance(number, bool) or not isinstance(number, int):
             raise InvalidTaskError(f"{what}: {label} must be an int, got {number!r}")
-        if not fits_int32(number):
+        if not low <= number <= high:
             raise InvalidTaskError(f"{what}: {label} is out of range: {number}")
     if task.max_retries < 0:
         raise InvalidTaskError(f"{what}: max_retries must be 0 or more")

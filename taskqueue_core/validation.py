@@ -32,7 +32,14 @@ from taskqueue_core.exceptions import (
     InvalidTaskError,
 )
 from taskqueue_core.functions import FunctionCodec, function_name
-from taskqueue_core.limits import CHANNEL_MAX, INT32_MAX, INT32_MIN, NAME_MAX
+from taskqueue_core.limits import (
+    CHANNEL_MAX,
+    INT32_MAX,
+    NAME_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    fits_int32,
+)
 from taskqueue_core.models import FunctionRef, NewTask
 from taskqueue_core.ref import TaskRef
 
@@ -99,6 +106,10 @@ class Validator:
                 raise ArgumentNotSerializable(
                     f"{label}: keyword names must be strings, got {type_name(key)} {key!r}"
                 )
+            if "\x00" in key:
+                raise ArgumentNotSerializable(
+                    f"{label}: keyword name {key!r} contains a NUL character, not storable"
+                )
             kwargs[key] = to_json(value, label, key)
         ref = self._function_ref(func, codec)
         self._check_binds(func, label, args, kwargs)
@@ -134,6 +145,14 @@ class Validator:
             return cached
         ref = codec.dump(func)
         if ref.module_name is not None:
+            # The path is stored in two varchar columns: a longer one could not be written.
+            for part, value in (("module", ref.module_name), ("name", ref.function_name)):
+                if value is not None and len(value) > NAME_MAX:
+                    raise FunctionNotSerializable(
+                        f"{function_name(func)[:80]}...: its {part} is longer than "
+                        f"{NAME_MAX} characters ({len(value)}), the most a stored import "
+                        "path holds"
+                    )
             with contextlib.suppress(TypeError):
                 self._paths[func] = ref
         return ref
@@ -217,36 +236,45 @@ def _check_options(call: TaskCall | CallSpec, config: QueueConfig, label: str) -
             raise bad("name", f"at most {NAME_MAX} characters, without NUL", call.name)
     channel = check_channel(call.channel, label)
     priority = call.priority
-    if type(priority) is not int or not INT32_MIN <= priority <= INT32_MAX:
+    if type(priority) is not int:
         raise bad("priority", "a whole number (higher runs first)", priority)
-    max_retries = config.max_retries if call.max_retries is None else call.max_retries
-    if type(max_retries) is not int or not 0 <= max_retries <= INT32_MAX:
-        raise bad("max_retries", "a whole number, 0 or more", call.max_retries)
-    timeout = call.timeout
-    if timeout is not None:
-        if not _is_number(timeout) or not 0 < timeout < math.inf:
-            raise bad("timeout", "a number of seconds greater than 0", timeout)
-        timeout = float(timeout)
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise bad("priority", f"a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}", priority)
+    option, max_retries = "max_retries", call.max_retries
+    if max_retries is None:
+        option, max_retries = "config.max_retries", config.max_retries
+    if type(max_retries) is not int or max_retries < 0:
+        raise bad(option, "a whole number, 0 or more", max_retries)
+    if not fits_int32(max_retries):
+        raise bad(option, f"a whole number of at most {INT32_MAX}", max_retries)
+    timeout: float | None = None
+    if call.timeout is not None:
+        timeout = _seconds(call.timeout)
+        if timeout is None or not 0 < timeout < math.inf:
+            raise bad("timeout", "a number of seconds greater than 0", call.timeout)
     if call.delay is not None and call.eta is not None:
         raise InvalidTaskError(f"{label}: give delay or eta, not both")
     date_scheduled: datetime | None = None
     if call.delay is not None:
         delay = call.delay
-        if isinstance(delay, timedelta):
-            seconds = delay.total_seconds()
-        elif _is_number(delay):
-            seconds = float(delay)
-        else:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else _seconds(delay)
+        if seconds is None:
             raise bad("delay", "a number of seconds or a timedelta", delay)
-        if not 0 <= seconds < math.inf:
+        if not seconds >= 0:  # NaN too
             raise bad("delay", "0 or more seconds", delay)
-        date_scheduled = datetime.now(UTC) + timedelta(seconds=seconds)
+        try:
+            date_scheduled = datetime.now(UTC) + timedelta(seconds=seconds)
+        except OverflowError:  # infinity too
+            raise bad("delay", "short enough to end before the year 10000", delay) from None
     elif call.eta is not None:
         if not isinstance(call.eta, datetime):
             raise bad("eta", "a datetime", call.eta)
         if call.eta.tzinfo is None or call.eta.utcoffset() is None:
             raise bad("eta", "a timezone-aware datetime (e.g. datetime.now(UTC))", call.eta)
-        date_scheduled = call.eta.astimezone(UTC)
+        try:
+            date_scheduled = call.eta.astimezone(UTC)
+        except OverflowError:
+            raise bad("eta", "a datetime within the years 1 to 9999 in UTC", call.eta) from None
     return _Options(channel, priority, max_retries, timeout, date_scheduled)
 
 
@@ -279,5 +307,12 @@ def _resolves_to(ref: FunctionRef, func: Callable[..., Any]) -> bool:
     return target is func
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _seconds(value: Any) -> float | None:
+    """``value`` as a float if it is a number (not a bool), an int too large to be one as
+    infinity; None if it is no number."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -62,10 +62,38 @@ BAD: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
         ArgumentNotSerializable,
         r"positional argument 0 has a key 1 of type int \(JSON keys are str\)",
     ),
+    (
+        "int key in a nested dict",
+        (send_email, {"ok": {1: "x"}}),
+        {},
+        ArgumentNotSerializable,
+        r"positional argument 0 at \['ok'\] has a key 1 of type int",
+    ),
     ("nan", (add, math.nan, 1), {}, ArgumentNotSerializable, r"argument 0 is nan"),
     ("bytes", (send_email, b"x"), {}, ArgumentNotSerializable, r"is of type bytes"),
     ("nul", (send_email, "a\x00b"), {}, ArgumentNotSerializable, r"NUL character"),
     ("cycle", (send_email, _looped()), {}, ArgumentNotSerializable, r"nested too deeply"),
+    (
+        "nul in a key",
+        (send_email, {"ok": {"a\x00": 1}}),
+        {},
+        ArgumentNotSerializable,
+        r"positional argument 0 at \['ok'\] has a key 'a\\x00' containing a NUL character",
+    ),
+    (
+        "nul in a keyword name",
+        (send_email, "a"),
+        {"b\x00": 1},
+        ArgumentNotSerializable,
+        r"send_email: keyword name 'b\\x00' contains a NUL character",
+    ),
+    (
+        "int too long for JSON",
+        (send_email, [10**5000]),
+        {},
+        ArgumentNotSerializable,
+        r"positional argument 0 at \[0\] is an int too long to write as JSON",
+    ),
     (
         "bound method",
         (Mailer().send, "a"),
@@ -99,6 +127,20 @@ BAD: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
     ("priority bool", (add, 1, 2), {"priority": True}, InvalidTaskError, r"priority must be"),
     ("priority huge", (add, 1, 2), {"priority": 2**40}, InvalidTaskError, r"priority must be"),
     (
+        "priority above int32",
+        (add, 1, 2),
+        {"priority": 2**31},
+        InvalidTaskError,
+        r"add: priority must be a whole number from -2147483647 to 2147483647, got 2147483648",
+    ),
+    (
+        "priority below int32",
+        (add, 1, 2),
+        {"priority": -(2**31)},
+        InvalidTaskError,
+        r"priority must be a whole number from -2147483647 to 2147483647, got -2147483648",
+    ),
+    (
         "max_retries negative",
         (add, 1, 2),
         {"max_retries": -1},
@@ -106,6 +148,13 @@ BAD: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
         r"max_retries must be a whole number, 0 or more, got -1",
     ),
     ("max_retries float", (add, 1, 2), {"max_retries": 1.5}, InvalidTaskError, r"max_retries"),
+    (
+        "max_retries above int32",
+        (add, 1, 2),
+        {"max_retries": 2**31},
+        InvalidTaskError,
+        r"add: max_retries must be a whole number of at most 2147483647, got 2147483648",
+    ),
     (
         "timeout str",
         (add, 1, 2),
@@ -115,9 +164,18 @@ BAD: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
     ),
     ("timeout zero", (add, 1, 2), {"timeout": 0}, InvalidTaskError, r"timeout must be"),
     ("timeout inf", (add, 1, 2), {"timeout": math.inf}, InvalidTaskError, r"timeout must be"),
+    (
+        "timeout int beyond float",
+        (add, 1, 2),
+        {"timeout": 10**400},
+        InvalidTaskError,
+        r"timeout must be a number of seconds greater than 0",
+    ),
     ("channel empty", (add, 1, 2), {"channel": ""}, InvalidTaskError, r"channel must be"),
     ("channel int", (add, 1, 2), {"channel": 5}, InvalidTaskError, r"channel must be.*got 5"),
     ("channel long", (add, 1, 2), {"channel": "c" * 65}, InvalidTaskError, r"at most 64"),
+    ("channel nul", (add, 1, 2), {"channel": "c\x00"}, InvalidTaskError, r"channel must be"),
+    ("name nul", (add, 1, 2), {"name": "n\x00"}, InvalidTaskError, r"without NUL"),
     ("name empty", (add, 1, 2), {"name": " "}, InvalidTaskError, r"name must be a non-empty"),
     ("name int", (add, 1, 2), {"name": 5}, InvalidTaskError, r"name must be"),
     ("name long", (add, 1, 2), {"name": "n" * 256}, InvalidTaskError, r"at most 255"),
@@ -137,6 +195,29 @@ BAD: list[tuple[str, tuple[Any, ...], dict[str, Any], type[Exception], str]] = [
         r"delay must be",
     ),
     ("delay str", (add, 1, 2), {"delay": "soon"}, InvalidTaskError, r"delay must be a number"),
+    (
+        "delay beyond year 9999",
+        (add, 1, 2),
+        {"delay": 1e12},
+        InvalidTaskError,
+        r"add: delay must be short enough to end before the year 10000, got 1000000000000\.0",
+    ),
+    (
+        "delay beyond timedelta",
+        (add, 1, 2),
+        {"delay": 10**400},
+        InvalidTaskError,
+        r"delay must be short enough to end before the year 10000",
+    ),
+    ("delay inf", (add, 1, 2), {"delay": math.inf}, InvalidTaskError, r"before the year 10000"),
+    ("delay nan", (add, 1, 2), {"delay": math.nan}, InvalidTaskError, r"delay must be 0 or more"),
+    (
+        "eta beyond year 9999 in UTC",
+        (add, 1, 2),
+        {"eta": datetime.max.replace(tzinfo=timezone(timedelta(hours=-5)))},
+        InvalidTaskError,
+        r"eta must be a datetime within the years 1 to 9999 in UTC",
+    ),
     (
         "eta naive",
         (add, 1, 2),

@@ -103,6 +103,7 @@ async def test_stop_then_retry(queue: TaskQueue) -> None:
 
 async def test_wait_timeout(queue: TaskQueue) -> None:
     ref = queue.add_task(add, 1, 1)
+    await asyncio.wait_for(ref.get_task_id(), 30)  # the message names the id once it is known
     with pytest.raises(TaskTimeout, match=r"task \d+ did not end within 0.05 s"):
         await ref.wait(timeout=0.05)
     assert await ref.get_state() is TaskState.ENQUEUED  # the task itself is left alone

@@ -51,3 +51,10 @@ def thread_name() -> str:
 def busy(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+async def process_id() -> int:
+    """The pid of the process that runs the task."""
+    import os
+
+    return os.getpid()

@@ -175,8 +175,10 @@ async def test_stop_hands_running_tasks_back(queue: TaskQueue) -> None:
     # Finished within the grace period, or handed back without counting an attempt.
     assert await quick.get_state() is TaskState.DONE
     task = await queue.get_task(await slow.get_task_id())
-    assert (task.state, task.retry_count, task.claimed_by) == (TaskState.ENQUEUED, 0, None) or (
-        task.state is TaskState.ENQUEUED and task.retry_count == 0
+    assert (task.state, task.retry_count, task.exception_name) == (
+        TaskState.ENQUEUED,
+        0,
+        "WorkerShutdown",
     )
     assert await queue.servers() == []
     assert not pool.running

@@ -30,14 +30,15 @@ being created under a task in the very moment it ends), so the common case stays
 statement per batch.
 
 Connections: without ``client`` the repository opens its own ``TortoiseContext`` on
-``database_url``; with ``client`` (a Tortoise asyncpg client of the host application) it uses
-that one and never closes it. Statements run on the raw asyncpg connection that the client's
-``acquire_connection()`` lends from its pool: asyncpg's ``fetch`` with its prepared-statement
-cache and positional records, without Tortoise's per-query logging and dict conversion (a
-claim of 20 tasks through ``execute_query_dict`` measured ~15% more client CPU and time).
-Our own pool also skips asyncpg's reset query on release (see ``_keep_session``), which
-measured 2-3x the cost of a short statement. LISTEN uses a dedicated connection
-(``listener``).
+``database_url`` (an app without models: a pool only, so that the model classes stay bound
+to the host application's own Tortoise setup, if any); with ``client`` (a Tortoise asyncpg
+client of the host application) it uses that one and never closes it. Statements run on the
+raw asyncpg connection that the client's ``acquire_connection()`` lends from its pool:
+asyncpg's ``fetch`` with its prepared-statement cache and positional records, without
+Tortoise's per-query logging and dict conversion (a claim of 20 tasks through
+``execute_query_dict`` measured ~15% more client CPU and time). Our own pool also skips
+asyncpg's reset query on release (see ``_keep_session``), which measured 2-3x the cost of a
+short statement. LISTEN uses a dedicated connection (``listener``).
 
 Errors from asyncpg or Tortoise become ``RepositoryError`` (the driver's error is
 ``__cause__``), including a lost connection, so that callers can retry.
@@ -50,6 +51,7 @@ import contextlib
 import json
 import logging
 import re
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -1076,15 +1078,16 @@ class PostgresRepository:
             from taskqueue_core.tortoise.schema import tortoise_config
 
             context = TortoiseContext()
+            config = tortoise_config(
+                self.database_url, pool_options={"reset": _keep_session}, with_models=False
+            )
             try:
-                # The context is current only while it initialises (Tortoise binds the
-                # models then); afterwards the repository uses its client object directly.
-                with context:
-                    await context.init(
-                        config=tortoise_config(
-                            self.database_url, pool_options={"reset": _keep_session}
-                        )
-                    )
+                # A pool only: the repository's SQL needs no models, and registering them
+                # would rebind the model classes away from a host application's own
+                # Tortoise setup. The context is current only while it initialises.
+                with context, warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", "Module .* has no models", RuntimeWarning)
+                    await context.init(config=config)
                     client = context.db("taskqueue")
             except _DRIVER_ERRORS as exc:
                 with contextlib.suppress(*_DRIVER_ERRORS):

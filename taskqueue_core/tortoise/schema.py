@@ -67,12 +67,16 @@ def tortoise_config(
     *,
     connection_name: str = "taskqueue",
     pool_options: Mapping[str, Any] | None = None,
+    with_models: bool = True,
 ) -> dict[str, Any]:
     """A Tortoise config with the taskqueue app alone on ``database_url``.
 
     ``pool_options``: extra keyword arguments for the driver's pool (for asyncpg, those of
     ``asyncpg.create_pool``, e.g. ``reset``); the connection is then given as a dict rather
-    than a URL so that they can be passed.
+    than a URL so that they can be passed. ``with_models=False`` gives the app no models: a
+    connection pool only. Registering models binds the model classes (shared by every
+    Tortoise setup of the process) to this config's connection, which would break a host
+    application that uses them through its own config; the repositories need no models.
     """
     url = database_url.replace("postgresql://", "postgres://", 1)
     connection: str | dict[str, Any] = url
@@ -86,7 +90,8 @@ def tortoise_config(
         "connections": {connection_name: connection},
         "apps": {
             APP_LABEL: {
-                "models": [MODELS_MODULE],
+                # Tortoise wants a module; this one defines no models.
+                "models": [MODELS_MODULE if with_models else __name__],
                 "default_connection": connection_name,
                 "migrations": None,
             }
@@ -96,14 +101,19 @@ def tortoise_config(
     }
 
 
-def migration_config(database_url: str) -> dict[str, Any]:
+def migration_config(database_url: str, *, with_models: bool = True) -> dict[str, Any]:
     """``tortoise_config`` plus aerich's own model (its ``aerich`` table records what ran).
 
     The migrations were generated from exactly this app, so a diff of the models against the
-    last migration's stored state must use it too.
+    last migration's stored state must use it with the models. Applying migrations needs
+    only aerich's model (every migration file carries the models' state): ``migrate`` uses
+    ``with_models=False`` so as not to rebind taskqueue's model classes (see
+    ``tortoise_config``).
     """
     config = tortoise_config(database_url)
-    config["apps"][APP_LABEL]["models"] = [MODELS_MODULE, "aerich.models"]
+    config["apps"][APP_LABEL]["models"] = (
+        [MODELS_MODULE, "aerich.models"] if with_models else ["aerich.models"]
+    )
     return config
 
 
@@ -196,7 +206,7 @@ async def _migrate_postgres(database_url: str) -> list[str]:
             with ctx:
                 try:
                     command = Command(
-                        tortoise_config=migration_config(database_url),
+                        tortoise_config=migration_config(database_url, with_models=False),
                         app=APP_LABEL,
                         location=str(migrations_location()),
                     )

@@ -281,3 +281,41 @@ async def test_one_reaper_at_a_time(repo: PostgresRepository, pg_url: str) -> No
     finally:
         await holder.close()
     assert sorted(await repo.rescue_stale(limit)) == sorted(ids)
+
+
+async def test_a_host_tortoise_setup_keeps_using_the_models(pg_url: str, empty_pg_url: str) -> None:
+    # A host application registers taskqueue's models under its own connection name; our
+    # pool and our migrations must not rebind the (process-wide) model classes.
+    from tortoise.context import TortoiseContext
+
+    from taskqueue_core.tortoise.models import MODELS_MODULE, QueuedTask
+    from taskqueue_core.tortoise.schema import migrate
+
+    host = TortoiseContext()
+    async with host:
+        await host.init(
+            config={
+                "connections": {"default": pg_url},
+                "apps": {"taskqueue": {"models": [MODELS_MODULE], "default_connection": "default"}},
+            }
+        )
+        repo = PostgresRepository(pg_url)
+        await repo.open()
+        try:
+            (task_id,) = await repo.create_tasks([NewTask("seen by the host", FUNCTION)])
+            assert await QueuedTask.filter(id=task_id).count() == 1
+            assert await migrate(empty_pg_url)
+            task = await QueuedTask.get(id=task_id)
+            assert task.name == "seen by the host"
+        finally:
+            await repo.close()
+        assert await QueuedTask.all().count() == 1
+
+
+async def test_the_repository_satisfies_the_protocol(repo: PostgresRepository) -> None:
+    from taskqueue_core.repository import Subscription, TaskRepository
+
+    assert isinstance(repo, TaskRepository)
+    subscription = await repo.subscribe(lambda event: None)
+    assert isinstance(subscription, Subscription)
+    await subscription.close()

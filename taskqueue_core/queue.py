@@ -43,7 +43,7 @@ from taskqueue_core.models import (
     TaskPage,
     TaskTree,
 )
-from taskqueue_core.ref import EndWatcher, TaskRef
+from taskqueue_core.ref import TaskRef
 from taskqueue_core.repository import TaskRepository
 from taskqueue_core.validation import (
     Prepared,
@@ -52,6 +52,7 @@ from taskqueue_core.validation import (
     check_task_id,
     check_task_ids,
 )
+from taskqueue_core.watcher import EndWatcher
 
 __all__ = ["MAX_BATCH_SIZE", "RESERVED_OPTIONS", "Parent", "TaskCall", "TaskQueue"]
 

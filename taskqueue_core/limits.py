@@ -1,21 +1,23 @@
-"""What the storage columns hold: the limits every backend and the queue check alike.
+"""What the storage columns hold: the limits the backends and the queue check alike.
 
 The table layout (``taskqueue_core/tortoise/models.py``) is public contract, and so are the
-sizes of its columns. A task that breaks one of them is refused with ``InvalidTaskError``
-(``ArgumentNotSerializable`` for JSON) before anything is written, by every backend, and
-``TaskQueue`` checks the same limits when ``add_task``/``enqueue`` is called, so a bad value
-is named at the call instead of failing a background write a moment later.
+sizes of its columns:
 
-==========================================  ===============================================
-``name``, ``module_name``, ``function_name``  at most ``NAME_MAX`` (255) characters
-``channel``                                   1 to ``CHANNEL_MAX`` (64) characters
-``signature``                                 at most ``SIGNATURE_MAX`` (64) characters
-``priority``                                  an int from ``PRIORITY_MIN`` to ``PRIORITY_MAX``
-``max_retries``                               an int from 0 to ``INT32_MAX``
-JSON values (args, kwargs, context, ...)      no NUL character (PostgreSQL's jsonb refuses it),
-                                              ints of at most ``JSON_INT_DIGITS_MAX`` digits
-log rows: ``type``, ``name``                  cut to ``LOG_TYPE_MAX`` (16) / ``NAME_MAX``
-==========================================  ===============================================
+- ``name``, ``module_name``, ``function_name``: at most ``NAME_MAX`` (255) characters;
+- ``channel``: 1 to ``CHANNEL_MAX`` (64) characters;
+- ``signature``: at most ``SIGNATURE_MAX`` (64) characters;
+- ``priority``: an int from ``PRIORITY_MIN`` to ``PRIORITY_MAX`` (``integer``, but the claim
+  index negates it);
+- ``max_retries``: an int from 0 to ``INT32_MAX``;
+- JSON values (args, kwargs, context, result, log info): no NUL character in a string or a
+  key (PostgreSQL's jsonb refuses it), ints of at most ``JSON_INT_DIGITS_MAX`` digits;
+- log rows: ``type`` and ``name`` are cut to ``LOG_TYPE_MAX`` (16) and ``NAME_MAX``.
+
+A repository refuses a task that breaks one of them with ``InvalidTaskError``
+(``ArgumentNotSerializable`` for JSON) before anything is written; ``check_columns`` and
+``json_has_nul`` are those checks. ``TaskQueue`` applies the same limits when
+``add_task``/``enqueue`` is called (``taskqueue_core.validation``), so a bad value is named at
+the call instead of failing a background write a moment later.
 """
 
 from __future__ import annotations

@@ -18,6 +18,23 @@ either kind run at once. Slots come and go with demand:
 
 The heartbeat reports ``active_workers`` = tasks running now (async and sync) and
 ``idle_workers`` = idle slots (never more than ``max_workers - active``).
+
+The pool around them (``WorkerPool``), for one process:
+
+- a ``Worker`` claims and runs tasks in up to ``max_workers`` slots; if it crashes it is
+  replaced after a growing delay. Its claim loop and writer retry database errors with
+  backoff and keep what they could not write, so a database restart needs no restart here;
+- a ``Server`` (``taskqueue_core.servers``) registers the process, heartbeats and takes part
+  in the reaper election; a failing heartbeat is logged and retried, never fatal;
+- a stop (``stop()``, the end of ``async with``, SIGTERM/SIGINT when the pool owns the
+  signals) stops claiming, gives running tasks ``shutdown_grace`` seconds, hands the rest
+  back without counting an attempt, writes every buffer (outcomes, contexts, log lines and
+  pending ``add_task`` creations) and unregisters, in that order: the server heartbeats
+  until the very end, so a long grace period never gets the process declared dead. A second
+  request with a shorter grace (a second signal: 0) hurries the stop in progress.
+
+With ``processes=P`` the pool supervises P such processes instead
+(``taskqueue_core.processes``).
 """
 
 from __future__ import annotations

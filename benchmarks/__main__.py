@@ -153,7 +153,8 @@ async def measure(system: str, workload: str, n: int) -> dict[str, Any]:
         if workload == "C":
             count = 200
             worker = await asyncio.to_thread(
-                Step, {**base, "role": "drain", "count": count, "concurrency": 10, "variant": "latency"}
+                Step,
+                {**base, "role": "drain", "count": count, "concurrency": 10, "variant": "latency"},
             )
             worker.go()
             await asyncio.sleep(1.0)  # let the idle worker settle into waiting for work
@@ -278,8 +279,16 @@ def cross_ratios(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[st
     for workload in ("D", "E2", "F"):
         ratios = []
         for rep in sorted({r["rep"] for r in runs}):
-            b = [r for r in runs if r["rep"] == rep and r["workload"] == "B" and r["system"] == "taskqueue"]
-            x = [r for r in runs if r["rep"] == rep and r["workload"] == workload and r["system"] == "taskqueue"]
+            b = [
+                r
+                for r in runs
+                if r["rep"] == rep and r["workload"] == "B" and r["system"] == "taskqueue"
+            ]
+            x = [
+                r
+                for r in runs
+                if r["rep"] == rep and r["workload"] == workload and r["system"] == "taskqueue"
+            ]
             if b and x:
                 ratios.append(x[0]["metrics"]["rate"] / b[0]["metrics"]["rate"])
         if ratios:
@@ -320,10 +329,13 @@ def table(summary: dict[str, Any], cross: dict[str, Any]) -> str:
                 if pair.startswith(system + "/")
             ]
             lines.append(
-                f"| {workload} {entry['title']} | {system} | {value} | {spread} | {'; '.join(notes)} |"
+                f"| {workload} {entry['title']} | {system} | {value} | {spread} "
+                f"| {'; '.join(notes)} |"
             )
     for pair, r in cross.items():
-        lines.append(f"| {pair} | taskqueue | {r['median']:.2f}x | {r['min']:.2f}-{r['max']:.2f} | |")
+        lines.append(
+            f"| {pair} | taskqueue | {r['median']:.2f}x | {r['min']:.2f}-{r['max']:.2f} | |"
+        )
     return "\n".join(lines)
 
 
@@ -350,7 +362,10 @@ def chart(summary: dict[str, Any], path: Path) -> None:
                 xs.append(j + (i - 1) * width)
                 ys.append(m["rate"]["median"])
                 errs.append(
-                    [[m["rate"]["median"] - m["rate"]["min"]], [m["rate"]["max"] - m["rate"]["median"]]]
+                    [
+                        [m["rate"]["median"] - m["rate"]["min"]],
+                        [m["rate"]["max"] - m["rate"]["median"]],
+                    ]
                 )
         if xs:
             lo = [e[0][0] for e in errs]
@@ -367,7 +382,13 @@ def chart(summary: dict[str, Any], path: Path) -> None:
             m = summary["C"]["systems"].get(system)
             if m:
                 vals = [m["p50_ms"]["median"], m["p95_ms"]["median"], m["max_ms"]["median"]]
-                ax2.bar([k + (i - 1) * width for k in range(3)], vals, width, color=colors[system], label=system)
+                ax2.bar(
+                    [k + (i - 1) * width for k in range(3)],
+                    vals,
+                    width,
+                    color=colors[system],
+                    label=system,
+                )
         ax2.set_xticks(range(3))
         ax2.set_xticklabels(["p50", "p95", "max"])
         ax2.set_ylabel("ms from enqueue to start")
@@ -388,9 +409,14 @@ async def main_async(args: argparse.Namespace) -> None:
             for system in order:
                 t0 = time.perf_counter()
                 metrics = await measure(system, workload, args.jobs)
-                runs.append({"rep": rep, "workload": workload, "system": system, "metrics": metrics})
+                runs.append(
+                    {"rep": rep, "workload": workload, "system": system, "metrics": metrics}
+                )
                 shown = {k: round(v, 3) for k, v in metrics.items() if isinstance(v, float)}
-                print(f"rep {rep} {workload:3} {system:10} {shown} ({time.perf_counter() - t0:.0f}s)", flush=True)
+                print(
+                    f"rep {rep} {workload:3} {system:10} {shown} ({time.perf_counter() - t0:.0f}s)",
+                    flush=True,
+                )
     summary = summarise(runs)
     cross = cross_ratios(summary, runs)
     RESULTS.mkdir(exist_ok=True)
@@ -405,8 +431,14 @@ async def main_async(args: argparse.Namespace) -> None:
         machine["synchronous_commit"] = await conn.fetchval("SHOW synchronous_commit")
     finally:
         await conn.close()
-    doc = {"machine": machine, "jobs": args.jobs, "reps": args.reps, "runs": runs,
-           "summary": summary, "cross": cross}
+    doc = {
+        "machine": machine,
+        "jobs": args.jobs,
+        "reps": args.reps,
+        "runs": runs,
+        "summary": summary,
+        "cross": cross,
+    }
     (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1))
     text = table(summary, cross)
     (RESULTS / "latest.md").write_text(text + "\n")
@@ -417,7 +449,9 @@ async def main_async(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
-    parser.add_argument("--jobs", type=int, default=20_000, help="jobs per workload (default 20000)")
+    parser.add_argument(
+        "--jobs", type=int, default=20_000, help="jobs per workload (default 20000)"
+    )
     parser.add_argument("--only", default="", help="comma-separated workloads, e.g. B,C")
     parser.add_argument("--systems", default="", help="comma-separated systems")
     asyncio.run(main_async(parser.parse_args()))

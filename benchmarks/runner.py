@@ -24,7 +24,7 @@ async def step(spec: dict[str, Any]) -> dict[str, Any]:
     role: str = spec["role"]
     # Imports of the system happen before "ready", so they are not timed.
     if spec["system"] == "taskqueue":
-        import taskqueue_core  # noqa: F401
+        import taskqueue_core
         import taskqueue_core.tortoise.postgres  # noqa: F401
     elif spec["system"] == "pgqueuer":
         import pgqueuer  # noqa: F401

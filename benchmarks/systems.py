@@ -169,7 +169,9 @@ class RawSystem:
         while finished:
             ids = finished[:]
             finished.clear()
-            await pool.execute("UPDATE raw_jobs SET state = 'done' WHERE id = ANY($1::bigint[])", ids)
+            await pool.execute(
+                "UPDATE raw_jobs SET state = 'done' WHERE id = ANY($1::bigint[])", ids
+            )
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -89,7 +89,9 @@ class QueueConfig:
         object.__setattr__(self, name, value)
 
     def validate(self) -> None:
-        """Check every field and the rules across fields; raise ``ConfigError`` naming the setting."""
+        """Check every field and the rules across fields.
+
+        Raises ``ConfigError`` naming the setting (its environment variable)."""
         for f in dataclasses.fields(self):
             object.__setattr__(
                 self, f.name, _coerce(f.name, getattr(self, f.name), f"QueueConfig.{f.name}")
@@ -107,7 +109,9 @@ class QueueConfig:
         )
         for name in positive:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"{_env(name)} must be greater than 0, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"{_env(name)} must be greater than 0, got {getattr(self, name)!r}"
+                )
         for name in ("max_retries", "shutdown_grace", "retention_days"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_env(name)} must be 0 or more, got {getattr(self, name)!r}")
@@ -141,9 +145,7 @@ class QueueConfig:
         return self.server_name or f"{socket.gethostname()}:{os.getpid()}"
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> QueueConfig:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> QueueConfig:
         """Build a config from ``QUEUE_*`` variables (``environ``: default ``os.environ``).
 
         ``overrides`` win over the environment. Raises ``ConfigError`` naming the variable
@@ -242,7 +244,7 @@ def _as_str(value: Any) -> str:
 
 
 def _as_int(value: Any) -> int:
-    if isinstance(value, bool) or isinstance(value, float):
+    if isinstance(value, (bool, float)):
         raise TypeError(value)
     if isinstance(value, str):
         return int(value.strip())

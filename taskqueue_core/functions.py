@@ -115,8 +115,7 @@ class FunctionCodec:
             dill.loads(blob)  # catches objects that pickle but cannot be rebuilt
         except Exception as exc:
             raise FunctionNotSerializable(
-                f"{function_name(func)} cannot be serialized with dill: "
-                f"{type(exc).__name__}: {exc}"
+                f"{function_name(func)} cannot be serialized with dill: {type(exc).__name__}: {exc}"
             ) from exc
         return blob
 
@@ -144,7 +143,9 @@ class FunctionCodec:
             cached = self._paths.get(key)
             if cached is not None and self._key is None:
                 return cached
-            self._verify(_path_message(*key), ref.signature, f"{ref.module_name}.{ref.function_name}")
+            self._verify(
+                _path_message(*key), ref.signature, f"{ref.module_name}.{ref.function_name}"
+            )
             if cached is not None:
                 return cached
             func = self._resolve(*key)

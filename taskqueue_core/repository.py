@@ -74,9 +74,7 @@ class TaskRepository(Protocol):
 
     # -- creation ------------------------------------------------------------------------
 
-    async def create_tasks(
-        self, tasks: Sequence[NewTask], *, transaction: Any = None
-    ) -> list[int]:
+    async def create_tasks(self, tasks: Sequence[NewTask], *, transaction: Any = None) -> list[int]:
         """Insert ``tasks`` with their dependency edges, all or nothing; return their ids in order.
 
         ``parent_task`` is set to the first parent; every parent (existing or in the batch) gets
@@ -123,7 +121,9 @@ class TaskRepository(Protocol):
         ...
 
     async def append_logs(self, records: Sequence[NewLogRecord]) -> None:
-        """Insert log rows; ``date_created`` None means now. Records of missing tasks are dropped."""
+        """Insert log rows; ``date_created`` None means now.
+
+        Records of tasks that no longer exist are dropped."""
         ...
 
     # -- control (admin writes) ----------------------------------------------------------

@@ -14,5 +14,9 @@ async def test_migrated_database_has_the_tables(pg_url: str) -> None:
     finally:
         await conn.close()
     names = {r["table_name"] for r in rows}
-    assert {"queued_tasks", "queued_task_logs", "queued_task_workers",
-            "queued_task_dependencies"} <= names
+    assert {
+        "queued_tasks",
+        "queued_task_logs",
+        "queued_task_workers",
+        "queued_task_dependencies",
+    } <= names

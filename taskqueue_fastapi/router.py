@@ -114,6 +114,12 @@ def get_admin_router(
     # the queue dependency is a default value (closing over get_queue), not a local alias.
     provide = Depends(get_queue)
 
+    # Before "/tasks/{task_id}", whose path also matches "/tasks/cancel": Starlette answers a
+    # request no route takes (OPTIONS, PUT...) with the methods of the first route whose path
+    # matches, so the 405 of an action must come from the action's own route.
+    if not read_only:
+        _add_control_routes(api, provide)
+
     @api.get("/tasks", response_model=TaskPageOut, summary="List tasks")
     async def list_tasks(
         query: Annotated[TaskListQuery, Query()], queue: TaskQueue = provide
@@ -192,9 +198,6 @@ def get_admin_router(
             ServerOut.of(server, stale_after=stale_after, now=now)
             for server in await queue.servers()
         ]
-
-    if not read_only:
-        _add_control_routes(api, provide)
 
     if dashboard:
         add_dashboard_routes(router, read_only=read_only)

@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.params import Depends as DependsParam
+from starlette.responses import JSONResponse, Response
 
 from taskqueue_core.exceptions import ConfigError, UnknownTask
 from taskqueue_core.models import TaskFilter, TaskState
@@ -116,7 +117,7 @@ def get_admin_router(
 
     # Before "/tasks/{task_id}", whose path also matches "/tasks/cancel": Starlette answers a
     # request no route takes (OPTIONS, PUT...) with the methods of the first route whose path
-    # matches, so the 405 of an action must come from the action's own route.
+    # matches, so the 405 of an action must come from the action's own routes.
     if not read_only:
         _add_control_routes(api, provide)
 
@@ -255,6 +256,20 @@ def _add_control_routes(api: APIRouter, provide: Any) -> None:
         """Delete every waiting and enqueued task (of one channel, or all)."""
         channel = body.channel if body is not None else None
         return ClearResult(deleted=await queue.clear(channel))
+
+    # A GET of an action would otherwise be taken by GET "/tasks/{task_id}" and refused as a
+    # bad task id; it is a method the action does not take.
+    for verb in ("cancel", "stop", "retry", "clear"):
+        api.add_api_route(
+            f"/tasks/{verb}", _post_only, methods=["GET", "HEAD"], include_in_schema=False
+        )
+
+
+async def _post_only() -> Response:
+    """The 405 Starlette gives a method a route does not take."""
+    return JSONResponse(
+        {"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": "POST"}
+    )
 
 
 async def _require_tasks(queue: TaskQueue, task_ids: Sequence[int]) -> dict[int, TaskState]:

@@ -16,6 +16,7 @@ from tests.docs.pages import REPO, problems, read_examples, run_page
 PAGES = [
     "tasks.md",
     "control.md",
+    "context.md",
 ]
 
 

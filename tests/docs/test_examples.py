@@ -17,6 +17,7 @@ PAGES = [
     "tasks.md",
     "control.md",
     "context.md",
+    "logging.md",
 ]
 
 

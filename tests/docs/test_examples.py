@@ -18,6 +18,7 @@ PAGES = [
     "control.md",
     "context.md",
     "logging.md",
+    "hooks.md",
 ]
 
 

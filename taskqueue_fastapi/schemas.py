@@ -164,6 +164,12 @@ class ActionRequest(BaseModel):
         max_length=MAX_ACTION_IDS,
         description=f"Task ids (1 to {MAX_ACTION_IDS}).",
         examples=[[12, 13]],
+        # The bounds _valid_ids enforces, stated in the schema too (it checks them itself to
+        # name every bad id in one message). The OpenAPI document holds nested bounds as
+        # floats, and 2**63 - 1 would round up to 2**63: an exclusive 2**63 stays exact.
+        json_schema_extra={
+            "items": {"type": "integer", "minimum": 1, "exclusiveMaximum": MAX_TASK_ID + 1}
+        },
     )
 
     @field_validator("ids")

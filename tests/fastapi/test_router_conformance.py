@@ -23,3 +23,14 @@ async def test_a_wrong_method_on_an_action_names_post_as_allowed(admin: Admin, v
         assert response.headers["allow"] == "POST", method
         if method != "HEAD":
             assert response.json() == {"detail": "Method Not Allowed"}
+
+
+async def test_the_schema_states_the_bounds_of_action_ids(admin: Admin) -> None:
+    # A request the schema allows must not be refused: ids below 1 or past the largest
+    # bigint are refused, so the schema says so.
+    _, client = admin
+    openapi = (await client.get("/openapi.json")).json()
+    ids = openapi["components"]["schemas"]["ActionRequest"]["properties"]["ids"]
+    # As a float, which 2**63 - 1 is not (it would round up to 2**63, an id that is refused).
+    assert ids["items"] == {"type": "integer", "minimum": 1, "exclusiveMaximum": 2**63}
+    assert (ids["minItems"], ids["maxItems"]) == (1, 1000)

@@ -14,11 +14,13 @@ import pytest
 from tests.docs.pages import REPO, problems, read_examples, run_page
 
 PAGES = [
+    "index.md",
     "tasks.md",
     "control.md",
     "context.md",
     "logging.md",
     "hooks.md",
+    "configuration.md",
 ]
 
 

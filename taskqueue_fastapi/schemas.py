@@ -191,9 +191,20 @@ class ClearRequest(BaseModel):
         default=None,
         max_length=CHANNEL_MAX,
         description="Only this channel (default: every channel).",
+        # Not blank: the rule _not_blank enforces, stated in the schema too.
+        pattern=r"\S",
     )
 
     _text = field_validator("channel")(_no_nul)
+
+    @field_validator("channel", mode="before")
+    @classmethod
+    def _not_blank(cls, value: Any) -> Any:
+        # The core refuses a blank channel; refuse it here, in the request's terms (a 422
+        # naming body.channel) and before the pattern's less telling message.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("must not be blank")
+        return value
 
 
 # -- responses --------------------------------------------------------------------------------

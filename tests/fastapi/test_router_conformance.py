@@ -7,6 +7,10 @@ import httpx2 as httpx
 import pytest
 from fastapi import FastAPI
 
+from taskqueue_core import TaskState
+from tests.fastapi import tasks
+from tests.fastapi.conftest import queue_of_app
+
 pytestmark = pytest.mark.postgres
 
 Admin = tuple[FastAPI, httpx.AsyncClient]
@@ -34,3 +38,20 @@ async def test_the_schema_states_the_bounds_of_action_ids(admin: Admin) -> None:
     # As a float, which 2**63 - 1 is not (it would round up to 2**63, an id that is refused).
     assert ids["items"] == {"type": "integer", "minimum": 1, "exclusiveMaximum": 2**63}
     assert (ids["minItems"], ids["maxItems"]) == (1, 1000)
+
+
+@pytest.mark.parametrize("channel", ["", " ", "\t\n"])
+async def test_clear_refuses_a_blank_channel_as_the_schema_says(admin: Admin, channel: str) -> None:
+    app, client = admin
+    ref = await queue_of_app(app).enqueue(tasks.add, 1, 1)
+    response = await client.post("/admin/api/tasks/clear", json={"channel": channel})
+    # FastAPI's format, as for every other refused input (the schema's 422 body).
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "channel"]
+    assert error["msg"] == "Value error, must not be blank"
+    assert await ref.get_state() is TaskState.ENQUEUED
+
+    openapi = (await client.get("/openapi.json")).json()
+    schema = openapi["components"]["schemas"]["ClearRequest"]["properties"]["channel"]
+    assert {"type": "string", "pattern": r"\S", "maxLength": 64} in schema["anyOf"]

@@ -81,6 +81,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _is_number_text(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _no_nul(value: str | None) -> str | None:
     # PostgreSQL text cannot hold NUL: say so here rather than fail in the database.
     if value is not None and "\x00" in value:
@@ -124,6 +132,18 @@ class TaskListQuery(BaseModel):
     )
 
     _text = field_validator("name", "channel")(_no_nul)
+
+    @field_validator("enqueued_after", "enqueued_before", mode="before")
+    @classmethod
+    def _not_a_number(cls, value: Any) -> Any:
+        # Pydantic would read a number as seconds since 1970, so "2024" would mean 00:33:44
+        # on 1 January 1970: the filter takes ISO 8601 only, as documented.
+        if isinstance(value, int | float) or (isinstance(value, str) and _is_number_text(value)):
+            raise ValueError(
+                "must be a date and time in ISO 8601 format, e.g. 2030-01-31T12:00:00Z, "
+                "not a number"
+            )
+        return value
 
     @field_validator("enqueued_after", "enqueued_before")
     @classmethod

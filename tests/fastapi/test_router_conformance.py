@@ -55,3 +55,25 @@ async def test_clear_refuses_a_blank_channel_as_the_schema_says(admin: Admin, ch
     openapi = (await client.get("/openapi.json")).json()
     schema = openapi["components"]["schemas"]["ClearRequest"]["properties"]["channel"]
     assert {"type": "string", "pattern": r"\S", "maxLength": 64} in schema["anyOf"]
+
+
+@pytest.mark.parametrize("value", ["0.5", "2024", "20240101", "-1", "1700000000"])
+@pytest.mark.parametrize("bound", ["enqueued_after", "enqueued_before"])
+async def test_times_are_iso_8601_not_numbers(admin: Admin, value: str, bound: str) -> None:
+    # A number would be read as seconds since 1970: "2024" would mean 00:33:44 on
+    # 1 January 1970 and silently match nearly every task.
+    _, client = admin
+    response = await client.get("/admin/api/tasks", params={bound: value})
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["query", bound]
+    assert "ISO 8601" in error["msg"]
+
+
+async def test_iso_8601_times_are_still_taken(admin: Admin) -> None:
+    app, client = admin
+    ref = await queue_of_app(app).enqueue(tasks.add, 1, 1, name="dated")
+    params = {"enqueued_after": "2000-01-01T00:00:00+01:00", "enqueued_before": "2999-12-31"}
+    response = await client.get("/admin/api/tasks", params={**params, "name": "dated"})
+    assert response.status_code == 200, response.text
+    assert [item["id"] for item in response.json()["items"]] == [await ref.get_task_id()]

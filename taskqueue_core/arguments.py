@@ -15,6 +15,7 @@ logs) a value it cannot store instead of refusing the task: the caller did nothi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loguru import logger
@@ -23,7 +24,7 @@ from taskqueue_core.exceptions import ArgumentNotSerializable
 from taskqueue_core.limits import JSON_INT_DIGITS_MAX
 from taskqueue_core.models import NewTask
 
-__all__ = ["clean_context", "to_json", "type_name"]
+__all__ = ["clean_context", "to_json", "to_json_args", "to_json_kwargs", "type_name"]
 
 _JSON_HINT = "use str, int, float, bool, None, and lists and dicts of them with str keys"
 
@@ -52,6 +53,52 @@ def to_json(value: Any, label: str, argument: int | str) -> Any:
         raise ArgumentNotSerializable(
             f"{label}: {_argument_name(argument)} is nested too deeply (or contains itself)"
         ) from None
+
+
+def to_json_args(values: Iterable[Any], label: str) -> list[Any]:
+    """``[to_json(value, label, i) for i, value in enumerate(values)]``.
+
+    Plain scalars (most arguments: ``str``, ``int``, ``float``, ``bool``, ``None``) are
+    checked in place here, without a call per value. Raises ``ArgumentNotSerializable``.
+    """
+    out = list(values)
+    for index, value in enumerate(out):
+        if not _plain_scalar(value):
+            out[index] = to_json(value, label, index)
+    return out
+
+
+def to_json_kwargs(values: Mapping[Any, Any], label: str) -> dict[str, Any]:
+    """``values`` (keyword arguments) copied as ``to_json`` does each value.
+
+    Raises ``ArgumentNotSerializable``, also for a keyword name that is not a string or
+    contains a NUL character.
+    """
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if type(key) is not str:
+            raise ArgumentNotSerializable(
+                f"{label}: keyword names must be strings, got {type_name(key)} {key!r}"
+            )
+        if "\x00" in key:
+            raise ArgumentNotSerializable(
+                f"{label}: keyword name {key!r} contains a NUL character, not storable"
+            )
+        out[key] = value if _plain_scalar(value) else to_json(value, label, key)
+    return out
+
+
+def _plain_scalar(value: Any) -> bool:
+    """True when ``value`` is stored as it is: a str without NUL, a short int, a finite
+    float, a bool or None (exact types: subclasses go through ``_walk``)."""
+    cls = type(value)
+    if cls is str:
+        return "\x00" not in value
+    if cls is int:
+        return bool(value.bit_length() <= _SHORT_INT_BITS)
+    if cls is float:
+        return math.isfinite(value)
+    return value is None or cls is bool
 
 
 def clean_context(task: NewTask) -> None:

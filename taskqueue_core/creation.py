@@ -113,6 +113,9 @@ class CreationWriter:
         hooks = self._storage.hooks
         tasks: list[NewTask] = []
         for item in prepared:
+            if not item.parents:
+                tasks.append(item.task)  # (built without parents: nothing to replace)
+                continue
             parent_ids = [await _parent_id(parent) for parent in item.parents]
             tasks.append(dataclasses.replace(item.task, parent_ids=_unique(parent_ids)))
         if hooks.has(Moment.PRE_CREATE):
@@ -201,10 +204,11 @@ class CreationWriter:
             for p in item.prepared.parents
             if isinstance(p, TaskRef) and p._creation is not None and not p._creation.done()
         }
-        in_batch = {item.future for item in batch}
-        foreign = {fut for fut in foreign if fut not in in_batch}
         if foreign:
-            await asyncio.wait(foreign)
+            in_batch = {item.future for item in batch}
+            foreign = {fut for fut in foreign if fut not in in_batch}
+            if foreign:
+                await asyncio.wait(foreign)
         await self._write_group(batch)
 
     async def _run_pre_create(self, items: list[PendingCreation]) -> None:
@@ -227,6 +231,11 @@ class CreationWriter:
         tasks: list[NewTask] = []
         written: list[PendingCreation] = []
         for item in items:
+            if not item.prepared.parents:
+                positions[id(item.ref)] = len(tasks)
+                tasks.append(item.prepared.task)  # (built without parents)
+                written.append(item)
+                continue
             parent_ids: list[int] = []
             batch_parents: list[int] = []
             broken: TaskRef | None = None

@@ -13,7 +13,7 @@ columns (``taskqueue_core.limits``), so the background writer never meets a refu
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import inspect
 import math
 import sys
@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from taskqueue_core.arguments import to_json, type_name
+from taskqueue_core.arguments import to_json_args, to_json_kwargs, type_name
 from taskqueue_core.calls import CallSpec, Parent, TaskCall
 from taskqueue_core.config import QueueConfig
 from taskqueue_core.exceptions import (
-    ArgumentNotSerializable,
     FunctionNotSerializable,
     InvalidTaskError,
 )
@@ -38,7 +37,6 @@ from taskqueue_core.limits import (
     NAME_MAX,
     PRIORITY_MAX,
     PRIORITY_MIN,
-    fits_int32,
 )
 from taskqueue_core.models import FunctionRef, NewTask
 from taskqueue_core.ref import TaskRef
@@ -55,17 +53,17 @@ class Prepared:
 
 
 class Validator:
-    """Prepares task calls; caches per function what does not change between calls.
+    """Prepares task calls; remembers per function what does not change between calls.
 
-    The caches (the function's signature, its import-path reference) are weak: they never
-    keep a function alive.
+    What it remembers of a function (its stored reference when that is an import path, its
+    signature, its default name) is kept weakly: it never keeps a function alive. A
+    remembered import path is used only while it still leads to the very same function
+    (checked at every call through ``sys.modules``, which is cheap), so a module attribute
+    replaced since (a monkeypatch) is dumped again, as the codec itself would.
     """
 
     def __init__(self) -> None:
-        self._signatures: weakref.WeakKeyDictionary[Callable[..., Any], inspect.Signature | None]
-        self._signatures = weakref.WeakKeyDictionary()
-        self._paths: weakref.WeakKeyDictionary[Callable[..., Any], FunctionRef]
-        self._paths = weakref.WeakKeyDictionary()
+        self._functions: dict[int, tuple[weakref.ref[Any], _Function]] = {}
 
     def prepare(
         self, call: TaskCall | CallSpec, config: QueueConfig, codec: FunctionCodec
@@ -76,20 +74,13 @@ class Validator:
         ``InvalidTaskError``, naming the function and the argument or option at fault.
         """
         func = call.func
-        if isinstance(func, TaskCall):
-            raise InvalidTaskError("TaskCall.func is itself a TaskCall; pass the function")
-        if inspect.iscoroutine(func):
-            func.close()  # it will never run: close it so Python does not warn twice
-            raise FunctionNotSerializable(
-                "got a coroutine object, not a function: pass the function and its "
-                "arguments, e.g. add_task(send_email, to) instead of add_task(send_email(to))"
-            )
-        if not callable(func):
-            raise FunctionNotSerializable(
-                f"the task function must be callable, got {type_name(func)}"
-            )
-        label = getattr(func, "__qualname__", None) or type_name(func)
-        options = _check_options(call, config, label)
+        info = self._known(func)
+        if info is None:
+            _check_callable(func)
+            label = getattr(func, "__qualname__", None) or type_name(func)
+        else:
+            label = info.label
+        channel, priority, max_retries, timeout, scheduled = _check_options(call, config, label)
         raw_args, raw_kwargs = call.args, call.kwargs
         if type(raw_args) is not tuple and (
             isinstance(raw_args, str | bytes) or not isinstance(raw_args, Sequence)
@@ -99,77 +90,179 @@ class Validator:
             )
         if type(raw_kwargs) is not dict and not isinstance(raw_kwargs, Mapping):
             raise InvalidTaskError(f"{label}: kwargs must be a dict, got {type_name(raw_kwargs)}")
-        args = [to_json(value, label, i) for i, value in enumerate(raw_args)]
-        kwargs: dict[str, Any] = {}
-        for key, value in raw_kwargs.items():
-            if type(key) is not str:
-                raise ArgumentNotSerializable(
-                    f"{label}: keyword names must be strings, got {type_name(key)} {key!r}"
-                )
-            if "\x00" in key:
-                raise ArgumentNotSerializable(
-                    f"{label}: keyword name {key!r} contains a NUL character, not storable"
-                )
-            kwargs[key] = to_json(value, label, key)
-        ref = self._function_ref(func, codec)
-        self._check_binds(func, label, args, kwargs)
-        name = call.name
-        if name is None:
-            name = function_name(func).replace("\x00", "")[:NAME_MAX]
+        args = to_json_args(raw_args, label)
+        kwargs = to_json_kwargs(raw_kwargs, label) if raw_kwargs else {}
+        if info is not None and info.ref is not None and info.resolves(func):
+            ref = info.ref
+        else:
+            ref = _dump(func, codec)
+            info = self._remember(func, label, ref, info)
+        if not info.accepts(len(args), kwargs):
+            info.bind(label, args, kwargs)
         task = NewTask(
-            name=name,
+            name=info.name if call.name is None else call.name,
             function=ref,
             args=args,
             kwargs=kwargs,
             context={},
-            channel=options.channel,
-            priority=options.priority,
-            max_retries=options.max_retries,
-            timeout=options.timeout,
-            date_scheduled=options.date_scheduled,
+            channel=channel,
+            priority=priority,
+            max_retries=max_retries,
+            timeout=timeout,
+            date_scheduled=scheduled,
         )
-        return Prepared(task, _check_parents(call.parent, label))
+        parent = call.parent
+        return Prepared(task, () if parent is None else _check_parents(parent, label))
 
-    def _function_ref(self, func: Callable[..., Any], codec: FunctionCodec) -> FunctionRef:
-        """``codec.dump(func)``, cached for functions stored by import path.
+    def _known(self, func: Any) -> _Function | None:
+        entry = self._functions.get(id(func))
+        if entry is not None and entry[0]() is func:
+            return entry[1]
+        return None
 
-        A cached path is used only while it still resolves to this very function (checked
-        through ``sys.modules``, which is cheap), so a module attribute replaced since — a
-        monkeypatch — is dumped again, like the codec itself would.
-        """
+    def _remember(
+        self,
+        func: Callable[..., Any],
+        label: str,
+        ref: FunctionRef,
+        known: _Function | None,
+    ) -> _Function:
+        """The ``_Function`` of ``func`` with its new reference, kept for the next calls."""
+        info = _Function(func, label, ref, known)
+        key = id(func)
         try:
-            cached = self._paths.get(func)
+            watch = weakref.ref(func, functools.partial(self._forget, key))
         except TypeError:
-            cached = None  # not weak-referenceable
-        if cached is not None and _resolves_to(cached, func):
-            return cached
-        ref = codec.dump(func)
-        if ref.module_name is not None:
-            # The path is stored in two varchar columns: a longer one could not be written.
-            for part, value in (("module", ref.module_name), ("name", ref.function_name)):
-                if value is not None and len(value) > NAME_MAX:
-                    raise FunctionNotSerializable(
-                        f"{function_name(func)[:80]}...: its {part} is longer than "
-                        f"{NAME_MAX} characters ({len(value)}), the most a stored import "
-                        "path holds"
-                    )
-            with contextlib.suppress(TypeError):
-                self._paths[func] = ref
-        return ref
+            return info  # not weak-referenceable: looked at anew at every call
+        self._functions[key] = (watch, info)
+        return info
 
-    def _check_binds(
-        self, func: Callable[..., Any], label: str, args: list[Any], kwargs: dict[str, Any]
+    def _forget(self, key: int, watch: weakref.ref[Any]) -> None:
+        # The function is gone. Its id may be reused only after this runs, but a newer
+        # entry could have replaced ours in the meantime: drop ours only.
+        entry = self._functions.get(key)
+        if entry is not None and entry[0] is watch:
+            del self._functions[key]
+
+
+class _Function:
+    """What validation keeps about one task function between calls."""
+
+    __slots__ = (
+        "by_keyword",
+        "fewest",
+        "label",
+        "module",
+        "most",
+        "name",
+        "needs_keyword",
+        "parts",
+        "position",
+        "ref",
+        "required",
+        "signature",
+        "var_keyword",
+    )
+
+    def __init__(
+        self, func: Callable[..., Any], label: str, ref: FunctionRef, known: _Function | None
     ) -> None:
-        """Refuse arguments the function cannot accept, now rather than in the worker."""
+        self.label = label
+        # Only an import path is kept: a serialized function (a closure) is dumped at every
+        # call, since what it captured may have changed.
+        self.ref: FunctionRef | None = ref if ref.module_name is not None else None
+        self.module = ref.module_name or ""
+        self.parts = tuple((ref.function_name or "").split("."))
+        self.name: str
+        self.signature: inspect.Signature | None
+        self.most: float = math.inf
+        self.fewest = 0
+        self.needs_keyword = False
+        self.by_keyword = False
+        self.var_keyword = False
+        self.position: dict[str, int] = {}
+        self.required: tuple[str, ...] = ()
+        if known is not None:
+            self.name, self.signature = known.name, known.signature
+            self.most, self.fewest = known.most, known.fewest
+            self.needs_keyword, self.by_keyword = known.needs_keyword, known.by_keyword
+            self.var_keyword = known.var_keyword
+            self.position, self.required = known.position, known.required
+            return
+        self.name = function_name(func).replace("\x00", "")[:NAME_MAX]
         try:
-            signature = self._signatures[func]
-        except (KeyError, TypeError):
-            try:
-                signature = inspect.signature(func)
-            except (TypeError, ValueError):
-                signature = None  # builtins without a signature: the worker will tell
-            with contextlib.suppress(TypeError):  # not weak-referenceable: not cached
-                self._signatures[func] = signature
+            self.signature = inspect.signature(func)
+        except (TypeError, ValueError):
+            self.signature = None  # builtins without a signature: the worker will tell
+        if self.signature is not None:
+            self._read(self.signature)
+
+    def _read(self, signature: inspect.Signature) -> None:
+        """The parameters as ``accepts`` reads them."""
+        most, fewest = 0, 0
+        position: dict[str, int] = {}
+        required: list[str] = []
+        var_positional = False
+        self.by_keyword = True
+        for parameter in signature.parameters.values():
+            kind, empty = parameter.kind, parameter.default is parameter.empty
+            if kind is parameter.POSITIONAL_ONLY:
+                self.by_keyword = False
+                most, fewest = most + 1, fewest + empty
+            elif kind is parameter.POSITIONAL_OR_KEYWORD:
+                position[parameter.name] = most
+                most, fewest = most + 1, fewest + empty
+                if empty:
+                    required.append(parameter.name)
+            elif kind is parameter.VAR_POSITIONAL:
+                var_positional = True
+            elif kind is parameter.KEYWORD_ONLY:
+                position[parameter.name] = sys.maxsize  # never filled by position
+                if empty:
+                    required.append(parameter.name)
+                    self.needs_keyword = True
+            else:
+                self.var_keyword = True
+        self.most = math.inf if var_positional else most
+        self.fewest = fewest
+        self.position = position
+        self.required = tuple(required)
+
+    def resolves(self, func: Callable[..., Any]) -> bool:
+        """True while the remembered import path still leads to ``func``."""
+        target: Any = sys.modules.get(self.module)
+        for part in self.parts:
+            target = getattr(target, part, None)
+        return target is func
+
+    def accepts(self, count: int, kwargs: dict[str, Any]) -> bool:
+        """True when ``count`` positional arguments and ``kwargs`` surely bind to the
+        parameters; False when ``bind`` must tell (it raises, or finds them fine).
+
+        As ``inspect.Signature.bind``: positional arguments fill the positional parameters
+        in order (the rest go to ``*args``); a keyword fills a parameter not filled by
+        position, or goes to ``**kwargs``; a parameter without default must be filled.
+        With positional-only parameters, a call with keywords is left to ``bind``.
+        """
+        if count > self.most:
+            return False
+        if not kwargs:
+            return count >= self.fewest and not self.needs_keyword
+        if not self.by_keyword:
+            return self.signature is None
+        position = self.position
+        for key in kwargs:
+            at = position.get(key)
+            if at is None:
+                if not self.var_keyword:
+                    return False
+            elif at < count:
+                return False  # given twice
+        return all(name in kwargs or position[name] < count for name in self.required)
+
+    def bind(self, label: str, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Refuse arguments the function cannot accept, now rather than in the worker."""
+        signature = self.signature
         if signature is None:
             return
         try:
@@ -216,66 +309,97 @@ def check_channel(channel: Any, label: str | None = None) -> str:
     return channel
 
 
-@dataclass(frozen=True, slots=True)
-class _Options:
-    channel: str
-    priority: int
-    max_retries: int
-    timeout: float | None
-    date_scheduled: datetime | None
+def _check_callable(func: Any) -> None:
+    """Refuse what cannot be a task function (before any other check, naming the mistake)."""
+    if isinstance(func, TaskCall):
+        raise InvalidTaskError("TaskCall.func is itself a TaskCall; pass the function")
+    if inspect.iscoroutine(func):
+        func.close()  # it will never run: close it so Python does not warn twice
+        raise FunctionNotSerializable(
+            "got a coroutine object, not a function: pass the function and its "
+            "arguments, e.g. add_task(send_email, to) instead of add_task(send_email(to))"
+        )
+    if not callable(func):
+        raise FunctionNotSerializable(f"the task function must be callable, got {type_name(func)}")
 
 
-def _check_options(call: TaskCall | CallSpec, config: QueueConfig, label: str) -> _Options:
-    def bad(option: str, expected: str, value: Any) -> InvalidTaskError:
-        return InvalidTaskError(f"{label}: {option} must be {expected}, got {value!r}")
+def _dump(func: Callable[..., Any], codec: FunctionCodec) -> FunctionRef:
+    """``codec.dump(func)``, refusing an import path longer than its columns."""
+    ref = codec.dump(func)
+    if ref.module_name is not None:
+        # The path is stored in two varchar columns: a longer one could not be written.
+        for part, value in (("module", ref.module_name), ("name", ref.function_name)):
+            if value is not None and len(value) > NAME_MAX:
+                raise FunctionNotSerializable(
+                    f"{function_name(func)[:80]}...: its {part} is longer than "
+                    f"{NAME_MAX} characters ({len(value)}), the most a stored import "
+                    "path holds"
+                )
+    return ref
 
-    if call.name is not None:
-        if not isinstance(call.name, str) or not call.name.strip():
-            raise bad("name", "a non-empty string", call.name)
-        if len(call.name) > NAME_MAX or "\x00" in call.name:
-            raise bad("name", f"at most {NAME_MAX} characters, without NUL", call.name)
-    channel = check_channel(call.channel, label)
+
+def _bad(label: str, option: str, expected: str, value: Any) -> InvalidTaskError:
+    return InvalidTaskError(f"{label}: {option} must be {expected}, got {value!r}")
+
+
+def _check_options(
+    call: TaskCall | CallSpec, config: QueueConfig, label: str
+) -> tuple[str, int, int, float | None, datetime | None]:
+    """The checked options: channel, priority, max_retries, timeout, date_scheduled."""
+    name = call.name
+    if name is not None:
+        if not isinstance(name, str) or not name.strip():
+            raise _bad(label, "name", "a non-empty string", name)
+        if len(name) > NAME_MAX or "\x00" in name:
+            raise _bad(label, "name", f"at most {NAME_MAX} characters, without NUL", name)
+    channel = call.channel
+    if type(channel) is not str or channel != "default":  # the default needs no look
+        check_channel(channel, label)
     priority = call.priority
     if type(priority) is not int:
-        raise bad("priority", "a whole number (higher runs first)", priority)
+        raise _bad(label, "priority", "a whole number (higher runs first)", priority)
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise bad("priority", f"a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}", priority)
+        raise _bad(
+            label, "priority", f"a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}", priority
+        )
     option, max_retries = "max_retries", call.max_retries
     if max_retries is None:
         option, max_retries = "config.max_retries", config.max_retries
     if type(max_retries) is not int or max_retries < 0:
-        raise bad(option, "a whole number, 0 or more", max_retries)
-    if not fits_int32(max_retries):
-        raise bad(option, f"a whole number of at most {INT32_MAX}", max_retries)
+        raise _bad(label, option, "a whole number, 0 or more", max_retries)
+    if max_retries > INT32_MAX:
+        raise _bad(label, option, f"a whole number of at most {INT32_MAX}", max_retries)
     timeout: float | None = None
     if call.timeout is not None:
         timeout = _seconds(call.timeout)
         if timeout is None or not 0 < timeout < math.inf:
-            raise bad("timeout", "a number of seconds greater than 0", call.timeout)
-    if call.delay is not None and call.eta is not None:
+            raise _bad(label, "timeout", "a number of seconds greater than 0", call.timeout)
+    delay, eta = call.delay, call.eta
+    if delay is None and eta is None:
+        return channel, priority, max_retries, timeout, None
+    if delay is not None and eta is not None:
         raise InvalidTaskError(f"{label}: give delay or eta, not both")
-    date_scheduled: datetime | None = None
-    if call.delay is not None:
-        delay = call.delay
+    date_scheduled: datetime
+    if delay is not None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else _seconds(delay)
         if seconds is None:
-            raise bad("delay", "a number of seconds or a timedelta", delay)
+            raise _bad(label, "delay", "a number of seconds or a timedelta", delay)
         if not seconds >= 0:  # NaN too
-            raise bad("delay", "0 or more seconds", delay)
+            raise _bad(label, "delay", "0 or more seconds", delay)
         try:
             date_scheduled = datetime.now(UTC) + timedelta(seconds=seconds)
         except OverflowError:  # infinity too
-            raise bad("delay", "short enough to end before the year 10000", delay) from None
-    elif call.eta is not None:
-        if not isinstance(call.eta, datetime):
-            raise bad("eta", "a datetime", call.eta)
-        if call.eta.tzinfo is None or call.eta.utcoffset() is None:
-            raise bad("eta", "a timezone-aware datetime (e.g. datetime.now(UTC))", call.eta)
+            raise _bad(label, "delay", "short enough to end before the year 10000", delay) from None
+    else:
+        if not isinstance(eta, datetime):
+            raise _bad(label, "eta", "a datetime", eta)
+        if eta.tzinfo is None or eta.utcoffset() is None:
+            raise _bad(label, "eta", "a timezone-aware datetime (e.g. datetime.now(UTC))", eta)
         try:
-            date_scheduled = call.eta.astimezone(UTC)
+            date_scheduled = eta.astimezone(UTC)
         except OverflowError:
-            raise bad("eta", "a datetime within the years 1 to 9999 in UTC", call.eta) from None
-    return _Options(channel, priority, max_retries, timeout, date_scheduled)
+            raise _bad(label, "eta", "a datetime within the years 1 to 9999 in UTC", eta) from None
+    return channel, priority, max_retries, timeout, date_scheduled
 
 
 def _check_parents(parent: Parent, label: str) -> tuple[TaskRef | int, ...]:
@@ -298,13 +422,6 @@ def _check_parents(parent: Parent, label: str) -> tuple[TaskRef | int, ...]:
                 f"them, got {type_name(item)} {item!r}"
             )
     return tuple(parents)
-
-
-def _resolves_to(ref: FunctionRef, func: Callable[..., Any]) -> bool:
-    target: Any = sys.modules.get(ref.module_name or "")
-    for part in (ref.function_name or "").split("."):
-        target = getattr(target, part, None)
-    return target is func
 
 
 def _seconds(value: Any) -> float | None:

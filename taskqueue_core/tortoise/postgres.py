@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import operator
 import re
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -69,6 +70,7 @@ from taskqueue_core.exceptions import (
     UnknownParent,
     UnknownTask,
 )
+from taskqueue_core.limits import CHANNEL_MAX, NAME_MAX, SIGNATURE_MAX
 from taskqueue_core.models import (
     PARENT_CANCELLED,
     PARENT_FAILED,
@@ -500,25 +502,53 @@ WHERE p.id = ANY($1::bigint[])
 RETURNING p.id, p.state
 """
 
-_INSERT_SQL = """
-WITH new AS (
-    SELECT row_number() OVER (ORDER BY s.id) AS ord, s.id
+# Creation. A batch travels column by column, and a column whose value is the same for every
+# task (the function, the channel, the options, the state: the common case) is an array of
+# ONE element that every row uses (``_column_sql``); the JSON columns are one JSON array
+# document each (one element per task), or one constant. Decoding big arrays is most of
+# the server's work for a batch and encoding them most of the client's, so both shrink to
+# what actually varies (typically the arguments alone).
+#
+# Ids come from the sequence in a one-row CTE (an array, sorted: position i gets ids[i], so
+# ids follow positions) and every position is resolved by subscripting that array: the
+# statement has no join, so its cost is linear in the batch and its estimates cannot explode.
+# (Joining CTEs on positions made PostgreSQL guess millions of rows for a few thousand,
+# which switched JIT compilation on: most of the time of a 5,000-task batch went there.)
+_CREATE_COLUMNS = (
+    ("name", "$2::text[]"),
+    ("module_name", "$3::text[]"),
+    ("function_name", "$4::text[]"),
+    ("serialized_function", "$5::bytea[]"),
+    ("signature", "$6::text[]"),
+    ("channel", "$7::text[]"),
+    ("priority", "$8::int[]"),
+    ("max_retries", "$9::int[]"),
+    ("timeout", "$10::float8[]"),
+    ("scheduled", "$11::timestamptz[]"),
+    ("state", "$12::text[]"),
+    ("pending", "$13::int[]"),
+    ("parent_id", "$14::bigint[]"),
+    ("parent_pos", "$15::int[]"),
+    ("cause_id", "$16::bigint[]"),
+    ("cause_pos", "$17::int[]"),
+)
+# The JSON columns: a document (a JSON array, one element per task) or, when it is NULL, a
+# constant for every task.
+_CREATE_JSON = (("args", "$18", "$19"), ("kwargs", "$20", "$21"), ("context", "$22", "$23"))
+
+
+def _column_sql(column: str) -> str:
+    """``column`` of row ``v``: the one element of its array when it has one, else the row's."""
+    param = dict(_CREATE_COLUMNS)[column]
+    return f"CASE WHEN cardinality({param}) = 1 THEN ({param})[1] ELSE v.{column} END AS {column}"
+
+
+_CREATE_SQL = """
+WITH ids AS (
+    SELECT array_agg(s.id ORDER BY s.id) AS a
     FROM (
         SELECT nextval('queued_tasks_id_seq'::regclass) AS id FROM generate_series(1, $1::int)
     ) AS s
-),
-v AS (
-    SELECT * FROM unnest(
-        $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], $7::text[],
-        $8::text[], $9::text[], $10::text[], $11::bigint[], $12::int[], $13::int[],
-        $14::text[], $15::int[], $16::int[], $17::float8[], $18::timestamptz[],
-        $19::bigint[], $20::int[]
-    ) WITH ORDINALITY AS v(
-        name, module_name, function_name, serialized_function, signature, state,
-        args, kwargs, context, parent_id, parent_pos, pending,
-        channel, priority, max_retries, timeout, scheduled,
-        cause_id, cause_pos, ord
-    )
 ),
 ins AS (
     INSERT INTO queued_tasks (
@@ -528,49 +558,81 @@ ins AS (
         date_failed, date_cancelled, date_ended, exception_name, exception_message
     )
     SELECT
-        n.id, v.name, v.module_name, v.function_name, v.serialized_function, v.signature,
-        v.state, v.args::jsonb, v.kwargs::jsonb, v.context::jsonb, NULL,
-        COALESCE(v.parent_id, pn.id), v.pending, v.channel, v.priority,
-        0, v.max_retries, v.timeout, now(), COALESCE(v.scheduled, now()),
-        CASE WHEN v.state = 'failed' THEN now() END,
-        CASE WHEN v.state = 'cancelled' THEN now() END,
-        CASE WHEN v.state IN ('failed', 'cancelled') THEN now() END,
-        CASE v.state WHEN 'failed' THEN '{parent_failed}'
+        ids.a[v.ord], r.name, r.module_name, r.function_name, r.serialized_function,
+        r.signature, r.state, r.args, r.kwargs, r.context, NULL,
+        COALESCE(r.parent_id, ids.a[r.parent_pos]), r.pending, r.channel, r.priority,
+        0, r.max_retries, r.timeout, now(), COALESCE(r.scheduled, now()),
+        CASE WHEN r.state = 'failed' THEN now() END,
+        CASE WHEN r.state = 'cancelled' THEN now() END,
+        CASE WHEN r.state IN ('failed', 'cancelled') THEN now() END,
+        CASE r.state WHEN 'failed' THEN '{parent_failed}'
                      WHEN 'cancelled' THEN '{parent_cancelled}' END,
-        CASE v.state
-            WHEN 'failed' THEN format('parent task %s failed', COALESCE(v.cause_id, cn.id))
-            WHEN 'cancelled'
-                THEN format('parent task %s was cancelled', COALESCE(v.cause_id, cn.id))
+        CASE r.state
+            WHEN 'failed' THEN format(
+                'parent task %s failed', COALESCE(r.cause_id, ids.a[r.cause_pos]))
+            WHEN 'cancelled' THEN format(
+                'parent task %s was cancelled', COALESCE(r.cause_id, ids.a[r.cause_pos]))
         END
-    FROM v
-    JOIN new AS n ON n.ord = v.ord
-    LEFT JOIN new AS pn ON pn.ord = v.parent_pos
-    LEFT JOIN new AS cn ON cn.ord = v.cause_pos
+    FROM ids, ROWS FROM (
+        generate_series(1, $1::int),
+        {unnest}
+    ) AS v(ord, {aliases}),
+    LATERAL (SELECT
+        {columns}
+    ) AS r
+    RETURNING id, state, channel
 ),
 edges AS (
     INSERT INTO queued_task_dependencies (task_id, parent_id)
-    SELECT n.id, COALESCE(e.parent_id, pn.id)
-    FROM unnest($21::int[], $22::bigint[], $23::int[]) AS e(child_pos, parent_id, parent_pos)
-    JOIN new AS n ON n.ord = e.child_pos
-    LEFT JOIN new AS pn ON pn.ord = e.parent_pos
+    SELECT ids.a[e.child_pos], COALESCE(e.parent_id, ids.a[e.parent_pos])
+    FROM ids, unnest($24::int[], $25::bigint[], $26::int[]) AS e(child_pos, parent_id, parent_pos)
 ),
-ended AS (
-    SELECT n.id FROM new AS n JOIN v ON v.ord = n.ord WHERE v.state IN ('failed', 'cancelled')
-),
-ready AS (SELECT DISTINCT channel FROM v WHERE state = 'enqueued'),
+ended AS (SELECT id FROM ins WHERE state IN ('failed', 'cancelled')),
+ready AS (SELECT DISTINCT channel FROM ins WHERE state = 'enqueued'),
 control AS (SELECT NULL::bigint AS id WHERE false),
 {notes}
 SELECT
-    ARRAY(SELECT id FROM new ORDER BY ord) AS ids,
+    (SELECT a FROM ids) AS ids,
     ARRAY(SELECT id FROM ended) AS ended,
     ARRAY(SELECT channel FROM ready) AS ready,
     {notify}
 """.format(
     parent_failed=PARENT_FAILED,
     parent_cancelled=PARENT_CANCELLED,
+    unnest=",\n        ".join(
+        [f"unnest({param})" for _, param in _CREATE_COLUMNS]
+        + [f"json_array_elements({document}::json)" for _, document, _ in _CREATE_JSON]
+    ),
+    aliases=", ".join(
+        [column for column, _ in _CREATE_COLUMNS] + [column for column, _, _ in _CREATE_JSON]
+    ),
+    columns=",\n        ".join(
+        [_column_sql(column) for column, _ in _CREATE_COLUMNS]
+        + [
+            f"COALESCE(v.{column}::jsonb, {constant}::jsonb) AS {column}"
+            for column, _, constant in _CREATE_JSON
+        ]
+    ),
     notes=_NOTES_CTE,
-    notify=_notify_column("$24"),
+    notify=_notify_column("$27"),
 )
+
+# One task without parents, the most common creation (``enqueue`` of a single task): a plain
+# INSERT of scalars, no arrays to decode, the NOTIFY payload built by the caller.
+_CREATE_ONE_SQL = """
+WITH ins AS (
+    INSERT INTO queued_tasks (
+        name, module_name, function_name, serialized_function, signature, state,
+        args, kwargs, context, pending_parents, channel, priority, retry_count,
+        max_retries, timeout, date_enqueued, date_scheduled
+    ) VALUES (
+        $1, $2, $3, $4, $5, 'enqueued', $6::text::jsonb, $7::text::jsonb, $8::text::jsonb,
+        0, $9, $10, 0, $11, $12, now(), COALESCE($13::timestamptz, now())
+    )
+    RETURNING id
+)
+SELECT id, CASE WHEN $14::text IS NOT NULL THEN pg_notify($14, $15) END FROM ins
+"""
 
 # retry_tasks, step by step in one transaction (an admin path: clarity over round trips).
 _RETRY_ROOTS_SQL = """
@@ -839,6 +901,15 @@ def _unique(values: Sequence[int]) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+_CREATED_PAYLOADS: dict[str, str] = {}
+"""NOTIFY payloads of a task created in a channel, by channel (they repeat)."""
+
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+"""``_encode``'s encoder, built once (``json.dumps`` with options builds one per call)."""
+
+_NONE_TYPE = type(None)
+
+
 @dataclass(frozen=True, slots=True)
 class _Prepared:
     """A ``NewTask`` checked and encoded, ready to be written."""
@@ -853,23 +924,11 @@ class _Prepared:
 
 
 def _prepare(tasks: Sequence[NewTask]) -> list[_Prepared]:
-    """Check every task and encode its JSON; raise before anything is written."""
+    """Check every task and encode its JSON, task by task; raise naming the first at fault."""
     prepared: list[_Prepared] = []
     for position, new in enumerate(tasks):
         what = f"task {position} ({new.name!r})"
-        parent_ids = _unique(new.parent_ids)
-        for parent_id in parent_ids:
-            if isinstance(parent_id, bool) or not isinstance(parent_id, int):
-                raise InvalidTaskError(f"{what}: parent id {parent_id!r} is not an int")
-        batch_parents = _unique(new.batch_parents)
-        for index in batch_parents:
-            if isinstance(index, bool) or not isinstance(index, int):
-                raise InvalidTaskError(f"{what}: batch_parents entry {index!r} is not an int")
-            if not 0 <= index < position:
-                raise InvalidTaskError(
-                    f"{what}: batch_parents entry {index} is not an earlier position "
-                    "in the same batch"
-                )
+        parent_ids, batch_parents = _parents_of(new, position, what)
         if not isinstance(new.args, list | tuple):
             raise InvalidTaskError(f"{what}: args must be a list, got {type(new.args).__name__}")
         for label, value in (("kwargs", new.kwargs), ("context", new.context)):
@@ -900,9 +959,225 @@ def _prepare(tasks: Sequence[NewTask]) -> list[_Prepared]:
     return prepared
 
 
+def _parents_of(new: NewTask, position: int, what: str) -> tuple[list[int], list[int]]:
+    """The task's parent ids and batch parents, each without repeats; checked."""
+    parent_ids = _unique(new.parent_ids)
+    for parent_id in parent_ids:
+        if isinstance(parent_id, bool) or not isinstance(parent_id, int):
+            raise InvalidTaskError(f"{what}: parent id {parent_id!r} is not an int")
+    batch_parents = _unique(new.batch_parents)
+    for index in batch_parents:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise InvalidTaskError(f"{what}: batch_parents entry {index!r} is not an int")
+        if not 0 <= index < position:
+            raise InvalidTaskError(
+                f"{what}: batch_parents entry {index} is not an earlier position in the same batch"
+            )
+    return parent_ids, batch_parents
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The tasks of one ``create_tasks`` call, checked, laid out column by column.
+
+    A column holds one value per task, or a single value when every task has the same one
+    (see ``_CREATE_SQL``). A JSON column is ``(document, constant)``: a JSON array with one
+    element per task and None, or None and the JSON text every task has.
+    """
+
+    count: int
+    names: list[str]
+    functions: list[FunctionRef]
+    channels: list[str]
+    priorities: list[int]
+    max_retries: list[int]
+    timeouts: list[float | None]
+    scheduled: list[datetime | None]
+    args: tuple[str | None, str | None]
+    kwargs: tuple[str | None, str | None]
+    context: tuple[str | None, str | None]
+    parents: list[tuple[list[int], list[int]]] | None
+    """Per task, its parent ids and batch parents (without repeats); None when no task has
+    any."""
+    all_names: Sequence[str]
+    """Every task's name, for messages."""
+
+    def json_text(self, column: tuple[str | None, str | None]) -> str:
+        """The JSON text of a column of a batch of ONE task."""
+        document, constant = column
+        if constant is not None:
+            return constant
+        assert document is not None
+        return document[1:-1]  # "[<the one element>]"
+
+
+def _one_or_each(values: Sequence[T]) -> list[T]:
+    """``values`` as a statement column: one element when they are all equal, else all."""
+    first = values[0]
+    # ``count`` compares by identity first: shared values (one FunctionRef, one channel
+    # string) cost a pointer comparison each.
+    if values.count(first) == len(values):
+        return [first]
+    return list(values)
+
+
+def _batch(tasks: Sequence[NewTask]) -> _Batch:
+    """Check every task and lay the batch out by column; raise before anything is written.
+
+    The checks run on whole columns (C loops through ``map``, ``set``, ``max``); when one
+    finds anything unusual, the task-by-task checks of ``_prepare`` run instead, so an error
+    names the first task at fault with the same message either way. Raises
+    ``InvalidTaskError`` or ``ArgumentNotSerializable``.
+    """
+    batch = _batch_by_column(tasks)
+    if batch is None:
+        batch = _batch_by_task(_prepare(tasks))
+    return batch
+
+
+_TASK_FIELDS = operator.attrgetter(
+    "name",
+    "function",
+    "channel",
+    "priority",
+    "max_retries",
+    "timeout",
+    "date_scheduled",
+    "args",
+    "kwargs",
+    "context",
+    "parent_ids",
+    "batch_parents",
+)
+
+
+def _batch_by_column(tasks: Sequence[NewTask]) -> _Batch | None:
+    """The batch, or None when a column holds anything but the plain, valid values."""
+    (
+        names,
+        functions,
+        channels,
+        priorities,
+        max_retries,
+        timeouts,
+        scheduled,
+        args,
+        kwargs,
+        context,
+        parent_ids,
+        batch_parents,
+    ) = zip(*map(_TASK_FIELDS, tasks), strict=True)
+    # Types first, over every value: equal values of other types (3.0 == 3 == True) must
+    # not hide behind a first value that passes.
+    if (
+        set(map(type, names)) != {str}
+        or set(map(type, channels)) != {str}
+        or set(map(type, priorities)) != {int}
+        or set(map(type, max_retries)) != {int}
+        or not set(map(type, scheduled)) <= {_NONE_TYPE, datetime}
+        or not set(map(type, args)) <= {list, tuple}
+        or set(map(type, kwargs)) != {dict}
+        or set(map(type, context)) != {dict}
+    ):
+        return None
+    name_column = _one_or_each(names)
+    channel_column = _one_or_each(channels)
+    priority_column = _one_or_each(priorities)
+    retries_column = _one_or_each(max_retries)
+    function_column = _one_or_each(functions)
+    if (
+        max(map(len, name_column)) > NAME_MAX
+        or not all(channel_column)
+        or max(map(len, channel_column)) > CHANNEL_MAX
+        or min(priority_column) < _INT32[0]
+        or max(priority_column) > _INT32[1]
+        or min(retries_column) < 0
+        or max(retries_column) > _INT32[1]
+        or not all(map(_function_fits, function_column))
+    ):
+        return None
+    parents: list[tuple[list[int], list[int]]] | None = None
+    if any(parent_ids) or any(batch_parents):
+        try:
+            parents = [_parents_of(new, position, "") for position, new in enumerate(tasks)]
+        except InvalidTaskError:
+            return None
+    try:
+        json_columns = (
+            _json_column(args, "[]"),
+            _json_column(kwargs, "{}"),
+            _json_column(context, "{}"),
+        )
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if any(document is not None and _has_nul(document) for document, _ in json_columns):
+        return None
+    if scheduled.count(None) != len(scheduled):
+        scheduled = tuple(None if when is None else _utc(when) for when in scheduled)
+    return _Batch(
+        count=len(names),
+        names=name_column,
+        functions=function_column,
+        channels=channel_column,
+        priorities=priority_column,
+        max_retries=retries_column,
+        timeouts=_one_or_each(timeouts),
+        scheduled=_one_or_each(scheduled),
+        args=json_columns[0],
+        kwargs=json_columns[1],
+        context=json_columns[2],
+        parents=parents,
+        all_names=names,
+    )
+
+
+def _function_fits(ref: FunctionRef) -> bool:
+    """True when the columns of ``ref`` hold it (text of the column sizes, or NULL)."""
+    return type(ref) is FunctionRef and all(
+        value is None or (type(value) is str and len(value) <= limit)
+        for value, limit in (
+            (ref.module_name, NAME_MAX),
+            (ref.function_name, NAME_MAX),
+            (ref.signature, SIGNATURE_MAX),
+        )
+    )
+
+
+def _json_column(values: Sequence[Any], empty: str) -> tuple[str | None, str | None]:
+    """A JSON column as ``(document, None)``, or ``(None, empty)`` when every value is empty."""
+    if not any(values):
+        return None, empty
+    return _JSON.encode(values), None
+
+
+def _has_nul(text: str) -> bool:
+    return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
+
+
+def _batch_by_task(prepared: list[_Prepared]) -> _Batch:
+    """The batch of tasks ``_prepare`` checked one by one (it raised if one was at fault)."""
+    news = [item.new for item in prepared]
+    parents = [(item.parent_ids, item.batch_parents) for item in prepared]
+    return _Batch(
+        count=len(news),
+        names=_one_or_each([n.name for n in news]),
+        functions=_one_or_each([n.function for n in news]),
+        channels=_one_or_each([n.channel for n in news]),
+        priorities=_one_or_each([n.priority for n in news]),
+        max_retries=_one_or_each([n.max_retries for n in news]),
+        timeouts=_one_or_each([n.timeout for n in news]),
+        scheduled=_one_or_each([item.scheduled for item in prepared]),
+        args=("[" + ",".join(item.args for item in prepared) + "]", None),
+        kwargs=("[" + ",".join(item.kwargs for item in prepared) + "]", None),
+        context=("[" + ",".join(item.context for item in prepared) + "]", None),
+        parents=parents if any(p or b for p, b in parents) else None,
+        all_names=[n.name for n in news],
+    )
+
+
 @dataclass(slots=True)
 class _Plan:
-    """The columns of a batch to insert, computed from the parents' states."""
+    """The state columns of a batch and its edges, computed from the parents' states."""
 
     states: list[str]
     pending: list[int]
@@ -915,20 +1190,26 @@ class _Plan:
     edge_parent_pos: list[int | None]
 
 
-def _plan(prepared: Sequence[_Prepared], parent_states: Mapping[int, str]) -> _Plan:
+_NO_PARENTS = _Plan([TaskState.ENQUEUED.value], [0], [None], [None], [None], [None], [], [], [])
+"""The plan of a batch in which no task has a parent (never mutated)."""
+
+
+def _plan(batch: _Batch, parent_states: Mapping[int, str]) -> _Plan:
     """Each task's starting state and pending count, and its edges (positions are 1-based).
 
     As if each parent had just ended: a parent failed makes the task failed, else a parent
     cancelled makes it cancelled (naming that parent); else it waits for the parents not
     done. Batch parents are new, so never done; their own computed state counts.
     """
+    if batch.parents is None:
+        return _NO_PARENTS
     plan = _Plan([], [], [], [], [], [], [], [], [])
-    for position, item in enumerate(prepared):
+    for position, (parent_ids, batch_parents) in enumerate(batch.parents):
         ord_ = position + 1
         failed: tuple[int | None, int | None] | None = None
         cancelled: tuple[int | None, int | None] | None = None
         pending = 0
-        for parent_id in item.parent_ids:
+        for parent_id in parent_ids:
             state = parent_states[parent_id]
             pending += state != TaskState.DONE
             if state == TaskState.FAILED and failed is None:
@@ -938,7 +1219,7 @@ def _plan(prepared: Sequence[_Prepared], parent_states: Mapping[int, str]) -> _P
             plan.edge_child.append(ord_)
             plan.edge_parent_id.append(parent_id)
             plan.edge_parent_pos.append(None)
-        for index in item.batch_parents:
+        for index in batch_parents:
             state = plan.states[index]
             pending += 1
             if state == TaskState.FAILED and failed is None:
@@ -959,15 +1240,22 @@ def _plan(prepared: Sequence[_Prepared], parent_states: Mapping[int, str]) -> _P
         plan.pending.append(pending)
         plan.cause_id.append(cause[0])
         plan.cause_pos.append(cause[1])
-        if item.parent_ids:
-            plan.parent_id.append(item.parent_ids[0])
+        if parent_ids:
+            plan.parent_id.append(parent_ids[0])
             plan.parent_pos.append(None)
-        elif item.batch_parents:
+        elif batch_parents:
             plan.parent_id.append(None)
-            plan.parent_pos.append(item.batch_parents[0] + 1)
+            plan.parent_pos.append(batch_parents[0] + 1)
         else:
             plan.parent_id.append(None)
             plan.parent_pos.append(None)
+    # Batch parents read ``plan.states`` by position above: compress only now.
+    plan.states = _one_or_each(plan.states)
+    plan.pending = _one_or_each(plan.pending)
+    plan.parent_id = _one_or_each(plan.parent_id)
+    plan.parent_pos = _one_or_each(plan.parent_pos)
+    plan.cause_id = _one_or_each(plan.cause_id)
+    plan.cause_pos = _one_or_each(plan.cause_pos)
     return plan
 
 
@@ -1169,14 +1457,18 @@ class PostgresRepository:
         connection inside a transaction) to write through; the caller commits, and the
         NOTIFY goes out with that commit. Without NOTIFY, subscribers of this object hear
         of the tasks at once, before the caller commits.
+
+        One statement whatever the size of the batch (its cost is linear in it), plus, when
+        tasks name existing parents, the statement that locks them first (both in one
+        transaction).
         """
         if not tasks:
             return []
-        prepared = _prepare(tasks)
+        batch = _batch(tasks)
         if transaction is not None:
             async with self._joined(transaction) as conn:
-                return await self._create(conn, prepared, own_transaction=False)
-        return await self._write(lambda conn: self._create(conn, prepared, own_transaction=True))
+                return await self._create(conn, batch, own_transaction=False)
+        return await self._write(lambda conn: self._create(conn, batch, own_transaction=True))
 
     @contextlib.asynccontextmanager
     async def _joined(self, transaction: Any) -> AsyncIterator[asyncpg.Connection]:
@@ -1206,53 +1498,94 @@ class PostgresRepository:
         )
 
     async def _create(
-        self, conn: asyncpg.Connection, prepared: list[_Prepared], *, own_transaction: bool
+        self, conn: asyncpg.Connection, batch: _Batch, *, own_transaction: bool
     ) -> list[int]:
-        existing = sorted({parent for item in prepared for parent in item.parent_ids})
-        if not existing:
+        if batch.parents is None:
+            if batch.count == 1:
+                return [await self._create_one(conn, batch)]
             # No parent outside the batch: one statement, atomic on its own.
-            row = await conn.fetchrow(_INSERT_SQL, *self._insert_args(prepared, {}))
+            row = await conn.fetchrow(_CREATE_SQL, *self._create_args(batch, {}))
         else:
-            transaction = conn.transaction() if own_transaction else contextlib.nullcontext()
-            async with transaction:
-                rows = await conn.fetch(_TOUCH_SQL, existing)
-                states = {r[0]: r[1] for r in rows}
-                for position, item in enumerate(prepared):
-                    for parent_id in item.parent_ids:
-                        if parent_id not in states:
-                            raise UnknownParent(
-                                f"task {position} ({item.new.name!r}): "
-                                f"parent task {parent_id} does not exist"
-                            )
-                row = await conn.fetchrow(_INSERT_SQL, *self._insert_args(prepared, states))
+            existing = sorted({parent for ids, _ in batch.parents for parent in ids})
+            if not existing:
+                row = await conn.fetchrow(_CREATE_SQL, *self._create_args(batch, {}))
+            else:
+                transaction = conn.transaction() if own_transaction else contextlib.nullcontext()
+                async with transaction:
+                    rows = await conn.fetch(_TOUCH_SQL, existing)
+                    states = {r[0]: r[1] for r in rows}
+                    for position, (parent_ids, _) in enumerate(batch.parents):
+                        for parent_id in parent_ids:
+                            if parent_id not in states:
+                                raise UnknownParent(
+                                    f"task {position} ({batch.all_names[position]!r}): "
+                                    f"parent task {parent_id} does not exist"
+                                )
+                    row = await conn.fetchrow(_CREATE_SQL, *self._create_args(batch, states))
         assert row is not None
         self._emit_local(ready=row["ready"], ended=row["ended"])
         return list(row["ids"])
 
-    def _insert_args(self, prepared: list[_Prepared], states: Mapping[int, str]) -> list[Any]:
-        plan = _plan(prepared, states)
-        news = [item.new for item in prepared]
+    async def _create_one(self, conn: asyncpg.Connection, batch: _Batch) -> int:
+        """Insert the one task of ``batch`` (it has no parent) with ``_CREATE_ONE_SQL``."""
+        [function] = batch.functions
+        [channel] = batch.channels
+        notify = self._notify
+        payload = None
+        if notify is not None:
+            payload = _CREATED_PAYLOADS.get(channel)
+            if payload is None:
+                [payload] = encode_event(Event("created", channels=(channel,)))
+                if len(_CREATED_PAYLOADS) < 1024:
+                    _CREATED_PAYLOADS[channel] = payload
+        row = await conn.fetchrow(
+            _CREATE_ONE_SQL,
+            batch.names[0],
+            function.module_name,
+            function.function_name,
+            function.serialized_function,
+            function.signature,
+            batch.json_text(batch.args),
+            batch.json_text(batch.kwargs),
+            batch.json_text(batch.context),
+            channel,
+            batch.priorities[0],
+            batch.max_retries[0],
+            batch.timeouts[0],
+            batch.scheduled[0],
+            notify,
+            payload,
+        )
+        assert row is not None
+        self._emit_local(ready=[channel])
+        task_id: int = row[0]
+        return task_id
+
+    def _create_args(self, batch: _Batch, states: Mapping[int, str]) -> list[Any]:
+        """The arguments of ``_CREATE_SQL`` for ``batch``, given its existing parents' states."""
+        plan = _plan(batch, states)
+        functions = batch.functions
         return [
-            len(prepared),
-            [n.name for n in news],
-            [n.function.module_name for n in news],
-            [n.function.function_name for n in news],
-            [n.function.serialized_function for n in news],
-            [n.function.signature for n in news],
+            batch.count,
+            batch.names,
+            [f.module_name for f in functions],
+            [f.function_name for f in functions],
+            [f.serialized_function for f in functions],
+            [f.signature for f in functions],
+            batch.channels,
+            batch.priorities,
+            batch.max_retries,
+            batch.timeouts,
+            batch.scheduled,
             plan.states,
-            [item.args for item in prepared],
-            [item.kwargs for item in prepared],
-            [item.context for item in prepared],
+            plan.pending,
             plan.parent_id,
             plan.parent_pos,
-            plan.pending,
-            [n.channel for n in news],
-            [n.priority for n in news],
-            [n.max_retries for n in news],
-            [n.timeout for n in news],
-            [item.scheduled for item in prepared],
             plan.cause_id,
             plan.cause_pos,
+            *batch.args,
+            *batch.kwargs,
+            *batch.context,
             plan.edge_child,
             plan.edge_parent_id,
             plan.edge_parent_pos,

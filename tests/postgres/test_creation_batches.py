@@ -1,0 +1,217 @@
+"""create_tasks on PostgreSQL: batches travel by column, and their cost stays linear.
+
+A batch sends a column as one value when every task has the same one and the JSON columns as
+one document each; these tests mix tasks so that every column takes both forms, and check
+that each task reads back exactly as given, that a bad task is named by its position with
+nothing written, and that the statement's plan stays cheap for large batches (its estimates
+once exploded and switched JIT compilation on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from taskqueue_core.exceptions import ArgumentNotSerializable, InvalidTaskError
+from taskqueue_core.models import Event, FunctionRef, NewTask, Outcome, TaskState
+from taskqueue_core.tortoise import postgres
+from taskqueue_core.tortoise.postgres import PostgresRepository
+
+pytestmark = pytest.mark.postgres
+
+BY_PATH = FunctionRef(module_name="tests.postgres.test_creation_batches", function_name="noop")
+SIGNED = FunctionRef(
+    module_name="tests.postgres.test_creation_batches", function_name="noop", signature="ab" * 32
+)
+BLOB = FunctionRef(serialized_function=b"\x80\x04blob\x00bytes", signature="cd" * 32)
+
+
+def noop() -> None:
+    """The function the tasks of these tests name (never run)."""
+
+
+def _mixed(count: int) -> list[NewTask]:
+    """Tasks whose every column varies somewhere in the batch (and repeats elsewhere)."""
+    when = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    tasks = []
+    for i in range(count):
+        tasks.append(
+            NewTask(
+                name=f"task-{i % 3}",
+                function=(BY_PATH, SIGNED, BLOB)[i % 3],
+                args=[[i], [], ["é", None, 1.5, {"k": [True]}]][i % 3],
+                kwargs={} if i % 4 else {"i": i, "nested": {"a": [1, 2]}},
+                context={} if i % 5 else {"step": i},
+                channel=("default", "other")[i % 2],
+                priority=(0, -5, 2**31 - 1)[i % 3],
+                max_retries=(3, 0)[i % 2],
+                timeout=(None, 2.5, 10)[i % 3],
+                date_scheduled=(None, when, when.astimezone(tz=None))[i % 3],
+            )
+        )
+    return tasks
+
+
+def _stored_as_given(given: NewTask, task: Any) -> None:
+    assert task.name == given.name
+    assert task.function.module_name == given.function.module_name
+    assert task.function.function_name == given.function.function_name
+    assert task.function.signature == given.function.signature
+    if given.function.serialized_function is None:
+        assert task.function.serialized_function is None
+    else:
+        assert bytes(task.function.serialized_function) == given.function.serialized_function
+    assert json.dumps(task.args) == json.dumps(given.args)
+    assert task.kwargs == given.kwargs
+    assert task.context == given.context
+    assert task.channel == given.channel
+    assert task.priority == given.priority
+    assert task.max_retries == given.max_retries
+    assert task.timeout == (None if given.timeout is None else float(given.timeout))
+    if given.date_scheduled is not None:
+        assert task.date_scheduled == given.date_scheduled
+    assert task.state is TaskState.ENQUEUED
+    assert task.pending_parents == 0
+    assert task.parent_task is None
+
+
+def _node_types(plan: dict[str, Any]) -> set[str]:
+    """Every node type of an EXPLAIN (FORMAT JSON) plan."""
+    types = {plan["Node Type"]}
+    for child in plan.get("Plans", []):
+        types |= _node_types(child)
+    return types
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 300])
+async def test_every_task_of_a_batch_is_stored_as_given(
+    repo: PostgresRepository, count: int
+) -> None:
+    given = _mixed(count)
+    ids = await repo.create_tasks(given)
+    assert len(set(ids)) == count and ids == sorted(ids)
+    stored = await repo.get_tasks(ids)
+    assert [t.id for t in stored] == ids
+    for new, task in zip(given, stored, strict=True):
+        _stored_as_given(new, task)
+
+
+async def test_a_uniform_batch_is_stored_as_given(repo: PostgresRepository) -> None:
+    given = [NewTask("same", SIGNED, args=[], channel="uniform") for _ in range(50)]
+    ids = await repo.create_tasks(given)
+    stored = await repo.get_tasks(ids)
+    assert len(stored) == 50
+    for new, task in zip(given, stored, strict=True):
+        _stored_as_given(new, task)
+
+
+async def test_json_values_python_finds_equal_stay_distinct(repo: PostgresRepository) -> None:
+    # 1 == 1.0 == True in Python, but not in JSON: a batch must not merge them.
+    given = [
+        NewTask("t", BY_PATH, args=[1], kwargs={"v": 1}),
+        NewTask("t", BY_PATH, args=[True], kwargs={"v": True}),
+        NewTask("t", BY_PATH, args=[1.0], kwargs={"v": 1.0}),
+    ]
+    stored = await repo.get_tasks(await repo.create_tasks(given))
+    assert [json.dumps(t.args) for t in stored] == ["[1]", "[true]", "[1.0]"]
+    assert [json.dumps(t.kwargs) for t in stored] == ['{"v": 1}', '{"v": true}', '{"v": 1.0}']
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        ({"priority": 3.0}, InvalidTaskError, r"task 3 \('t3'\): priority must be an int"),
+        ({"max_retries": True}, InvalidTaskError, r"task 3 \('t3'\): max_retries must be an int"),
+        ({"priority": 2**31}, InvalidTaskError, r"task 3 \('t3'\): priority is out of range"),
+        ({"channel": "c" * 65}, InvalidTaskError, r"task 3 \('t3'\): channel is longer"),
+        ({"name": "n" * 256}, InvalidTaskError, r"task 3 \('n+'\): name is longer"),
+        ({"kwargs": {"k": "a\x00b"}}, ArgumentNotSerializable, r"task 3 \('t3'\): kwargs"),
+        ({"args": [float("nan")]}, ArgumentNotSerializable, r"task 3 \('t3'\): args"),
+        ({"context": {"x": object()}}, ArgumentNotSerializable, r"task 3 \('t3'\): context"),
+        ({"batch_parents": (5,)}, InvalidTaskError, r"task 3 \('t3'\): batch_parents entry 5"),
+        ({"parent_ids": ("1",)}, InvalidTaskError, r"task 3 \('t3'\): parent id '1'"),
+    ],
+)
+async def test_a_bad_task_is_named_by_position_and_nothing_is_written(
+    repo: PostgresRepository, bad: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    given = [NewTask(f"t{i}", BY_PATH, args=[i], priority=3, max_retries=3) for i in range(6)]
+    fields: dict[str, Any] = {"name": "t3", "function": BY_PATH, "args": [3], **bad}
+    fields.setdefault("priority", 3)
+    given[3] = NewTask(**fields)
+    with pytest.raises(error, match=message):
+        await repo.create_tasks(given)
+    assert (await repo.list_tasks()).total == 0
+
+
+async def test_parents_in_and_out_of_the_batch(repo: PostgresRepository) -> None:
+    [done, running] = await repo.create_tasks([NewTask("done", BY_PATH), NewTask("run", BY_PATH)])
+    claimed = await repo.claim_tasks("s", 1)
+    assert [t.id for t in claimed] == [done]
+    await repo.complete_tasks("s", [Outcome(done, TaskState.DONE)])
+    given = [
+        NewTask("free", BY_PATH),
+        NewTask("after-done", BY_PATH, parent_ids=(done,)),
+        NewTask("after-both", BY_PATH, parent_ids=(done, running)),
+        NewTask("after-free", BY_PATH, batch_parents=(0,)),
+        NewTask("after-two", BY_PATH, parent_ids=(running,), batch_parents=(0, 3)),
+    ]
+    ids = await repo.create_tasks(given)
+    stored = {t.name: t for t in await repo.get_tasks(ids)}
+    assert stored["free"].state is TaskState.ENQUEUED
+    assert (stored["after-done"].state, stored["after-done"].pending_parents) == (
+        TaskState.ENQUEUED,
+        0,
+    )
+    assert stored["after-done"].parent_task == done
+    assert (stored["after-both"].state, stored["after-both"].pending_parents) == (
+        TaskState.WAITING,
+        1,
+    )
+    assert stored["after-free"].parent_task == ids[0]
+    assert stored["after-free"].pending_parents == 1
+    assert stored["after-two"].parent_task == running
+    assert stored["after-two"].pending_parents == 3
+    tree = await repo.get_tree(ids[0])
+    assert {t.name for t in tree.tasks} == {"free", "after-free", "after-two"}
+
+
+async def test_a_single_task_sends_its_event(repo: PostgresRepository) -> None:
+    seen: asyncio.Queue[Event] = asyncio.Queue()
+    subscription = await repo.subscribe(seen.put_nowait)
+    try:
+        await repo.create_tasks([NewTask("one", BY_PATH, channel="solo")])
+        event = await asyncio.wait_for(seen.get(), 10)
+        while event.kind != "created":
+            event = await asyncio.wait_for(seen.get(), 10)
+        assert event.channels == ("solo",)
+    finally:
+        await subscription.close()
+
+
+async def test_a_large_batch_is_one_linear_statement(
+    repo: PostgresRepository, db: asyncpg.Connection
+) -> None:
+    # The plan of a 50,000-task batch: no join (positions are array subscripts), and an
+    # estimated cost far below the point where PostgreSQL would JIT-compile it.
+    batch = postgres._batch([NewTask("t", BY_PATH, args=[i]) for i in range(50_000)])
+    arguments = repo._create_args(batch, {})
+    jit_above = float(await db.fetchval("SHOW jit_above_cost"))
+    for mode in ("auto", "force_generic_plan"):
+        await db.execute(f"SET plan_cache_mode = {mode}")
+        statement = await db.prepare("EXPLAIN (FORMAT JSON) " + postgres._CREATE_SQL)
+        plan = json.loads(await statement.fetchval(*arguments))[0]["Plan"]
+        assert plan["Total Cost"] < jit_above / 10, plan["Total Cost"]
+        assert not _node_types(plan) & {"Hash Join", "Merge Join"}, plan
+    started = datetime.now(UTC)
+    ids = await repo.create_tasks([NewTask("t", BY_PATH, args=[i]) for i in range(20_000)])
+    assert len(set(ids)) == 20_000 and ids == sorted(ids)
+    assert await db.fetchval("SELECT count(*) FROM queued_tasks") == 20_000
+    first, last = await repo.get_tasks([ids[0], ids[-1]])
+    assert (first.args, last.args) == ([0], [19_999])
+    assert datetime.now(UTC) - started < timedelta(seconds=60)

@@ -2,7 +2,8 @@
 
 ``UnknownTask`` -> 404, ``InvalidTransition`` -> 409, refused input (``InvalidTaskError``,
 ``ConfigError``) -> 422, an unavailable queue or database (``QueueClosed``,
-``RepositoryError``) -> 503. Bodies keep FastAPI's shape: ``{"detail": ...}``.
+``RepositoryError``) -> 503. Bodies keep FastAPI's shape: ``{"detail": ...}``. A request body
+that is not UTF-8 is a 422 as malformed JSON is (FastAPI itself would answer 400).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from fastapi import HTTPException
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -70,5 +72,28 @@ class AdminRoute(APIRoute):
                 if status is None:
                     raise
                 return JSONResponse({"detail": error.message}, status_code=status)
+            except StarletteHTTPException as error:
+                # FastAPI answers a body that is not UTF-8 with a 400 the schema does not
+                # document; it is malformed JSON, which FastAPI refuses with a 422.
+                if isinstance(error.__cause__, UnicodeDecodeError):
+                    return _not_utf8(error.__cause__)
+                raise
 
         return handle
+
+
+def _not_utf8(error: UnicodeDecodeError) -> JSONResponse:
+    """FastAPI's 422 for malformed JSON, for a body that is not UTF-8 text."""
+    return JSONResponse(
+        {
+            "detail": [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body"],
+                    "msg": f"JSON decode error: the body is not UTF-8 text (byte {error.start})",
+                    "input": {},
+                }
+            ]
+        },
+        status_code=422,
+    )

@@ -77,3 +77,22 @@ async def test_iso_8601_times_are_still_taken(admin: Admin) -> None:
     response = await client.get("/admin/api/tasks", params={**params, "name": "dated"})
     assert response.status_code == 200, response.text
     assert [item["id"] for item in response.json()["items"]] == [await ref.get_task_id()]
+
+
+@pytest.mark.parametrize("verb", ["cancel", "stop", "retry", "clear"])
+async def test_a_body_that_is_not_utf8_is_a_422(admin: Admin, verb: str) -> None:
+    # FastAPI answers 400 "There was an error parsing the body", a status the schema does not
+    # document; malformed JSON is a 422 in FastAPI's format, and so is this.
+    app, client = admin
+    ref = await queue_of_app(app).enqueue(tasks.add, 1, 1)
+    response = await client.post(
+        f"/admin/api/tasks/{verb}",
+        content=b'{"ids": [1], "channel": "\xff"}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body"]
+    assert error["type"] == "json_invalid"
+    assert "UTF-8" in error["msg"]
+    assert await ref.get_state() is TaskState.ENQUEUED

@@ -8,6 +8,7 @@ Pool Settings").
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -215,7 +216,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
         "str": "a string",
         "optstr": "a string",
         "int": "a whole number",
-        "float": "a number",
+        "float": "a finite number",
         "bool": "true or false",
         "tuple": "a comma-separated list",
         "opttuple": "a comma-separated list",
@@ -257,10 +258,14 @@ def _as_float(value: Any) -> float:
     if isinstance(value, bool):
         raise TypeError(value)
     if isinstance(value, str):
-        return float(value.strip())
-    if isinstance(value, int | float):
-        return float(value)
-    raise TypeError(value)
+        number = float(value.strip())
+    elif isinstance(value, int | float):
+        number = float(value)
+    else:
+        raise TypeError(value)
+    if not math.isfinite(number):  # "nan" would disable every comparison it takes part in
+        raise ValueError(value)
+    return number
 
 
 def _as_bool(value: Any) -> bool:

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Generator
 from typing import Any, Protocol
 
 from taskqueue_core.exceptions import ArgumentNotSerializable, TaskQueueError
+from taskqueue_core.limits import json_has_nul
 from taskqueue_core.models import NewLogRecord
 
 __all__ = [
@@ -251,6 +252,10 @@ def copy_json(value: Any) -> Any:
 
 def _json_copy(path: str, value: Any) -> Any:
     # Scalars (the common case: progress counters, step names) skip the JSON round trip.
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ArgumentNotSerializable(_NUL_MESSAGE.format(path=path))
+        return value
     if isinstance(value, _SCALARS):
         return value
     if isinstance(value, float):
@@ -260,12 +265,19 @@ def _json_copy(path: str, value: Any) -> Any:
             f"set_context({path!r}): {value!r} is not a JSON number (NaN and infinities are not)"
         )
     try:
-        return json.loads(json.dumps(value, allow_nan=False))
+        text = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ArgumentNotSerializable(
             f"set_context({path!r}): the value is not JSON-serializable: "
             f"{type(value).__name__}: {exc}"
         ) from None
+    # PostgreSQL's jsonb cannot hold NUL: refused here, not when the worker writes the context.
+    if json_has_nul(text):
+        raise ArgumentNotSerializable(_NUL_MESSAGE.format(path=path))
+    return json.loads(text)
+
+
+_NUL_MESSAGE = "set_context({path!r}): the value contains a NUL character, which cannot be stored"
 
 
 def _split(path: str) -> list[str]:
@@ -274,4 +286,6 @@ def _split(path: str) -> list[str]:
     keys = path.split(".")
     if "" in keys:
         raise ValueError(f"context path {path!r} has an empty segment")
+    if "\x00" in path:
+        raise ValueError(f"context path {path!r} contains a NUL character")
     return keys

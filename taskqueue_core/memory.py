@@ -468,6 +468,28 @@ class InMemoryRepository:
             claimed.append(row.snapshot())
         return claimed
 
+    async def next_due(self, channels: Sequence[str] | None = None) -> datetime | None:
+        """The earliest ``date_scheduled`` after now among enqueued tasks of ``channels``
+        (None: any), or None when no enqueued task is scheduled for later."""
+        if channels is not None and not channels:
+            return None
+        self._promote_due(self._now())
+        heap = self._scheduled  # what is left is scheduled after now
+        if channels is None:
+            # The heap's top is the answer once the entries of tasks that changed are gone.
+            while heap and self._valid(heap[0][1], heap[0][2]) is None:
+                heapq.heappop(heap)
+            return heap[0][0] if heap else None
+        wanted = set(channels)
+        best: datetime | None = None
+        for scheduled, task_id, generation in heap:
+            if best is not None and scheduled >= best:
+                continue
+            row = self._valid(task_id, generation)
+            if row is not None and row.channel in wanted:
+                best = scheduled
+        return best
+
     async def complete_tasks(self, server_name: str, outcomes: Sequence[Outcome]) -> list[int]:
         """Apply ``outcomes`` to tasks still ``doing`` for ``server_name``; return the ids changed.
 

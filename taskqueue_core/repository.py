@@ -102,6 +102,16 @@ class TaskRepository(Protocol):
         """
         ...
 
+    async def next_due(self, channels: Sequence[str] | None = None) -> datetime | None:
+        """When the next task scheduled for later becomes ready: the earliest
+        ``date_scheduled`` after now among ``enqueued`` tasks of ``channels`` (None: any).
+
+        None when no enqueued task is scheduled for later (tasks ready now do not count:
+        a claim is what finds them). An idle worker sleeps until this moment, as no event
+        announces that a delayed task or a retry is due.
+        """
+        ...
+
     async def complete_tasks(self, server_name: str, outcomes: Sequence[Outcome]) -> list[int]:
         """Apply ``outcomes`` to tasks still ``doing`` and claimed by ``server_name``.
 

@@ -177,6 +177,32 @@ _CLAIM_CHANNELS_SQL = _CLAIM_SQL.format(
     channel_filter="AND channel = ANY($3::text[])", columns=_columns("t")
 )
 
+# The next due time, through the claim index. The index is ordered by priority first, so a
+# plain min(date_scheduled) would read every enqueued entry; instead ``levels`` walks the
+# distinct priorities (one index probe each, a loose index scan), and for each the first
+# entry scheduled after now is one more probe. A queue has few priority levels.
+_NEXT_DUE_SQL = """
+WITH RECURSIVE levels (rank) AS (
+    SELECT min(-priority) FROM queued_tasks WHERE (state = 'enqueued') IS TRUE
+    UNION ALL
+    SELECT (
+        SELECT min(-priority) FROM queued_tasks
+        WHERE (state = 'enqueued') IS TRUE AND -priority > l.rank
+    )
+    FROM levels AS l WHERE l.rank IS NOT NULL
+)
+SELECT min((
+    SELECT date_scheduled FROM queued_tasks
+    WHERE (state = 'enqueued') IS TRUE AND -priority = l.rank AND date_scheduled > now()
+        {channel_filter}
+    ORDER BY (-priority), date_scheduled, id
+    LIMIT 1
+))
+FROM levels AS l WHERE l.rank IS NOT NULL
+"""
+_NEXT_DUE_ANY_SQL = _NEXT_DUE_SQL.format(channel_filter="")
+_NEXT_DUE_CHANNELS_SQL = _NEXT_DUE_SQL.format(channel_filter="AND channel = ANY($1::text[])")
+
 # Plans. The row counts of CTEs are guesses to the planner, ``parent_id`` is skewed (one
 # parent may have thousands of children) and the share of each state changes faster than
 # ANALYZE runs, so a join could become a scan of a whole table (or of every waiting task)
@@ -1629,6 +1655,19 @@ class PostgresRepository:
         # RETURNING gives no order; give them in claim order.
         tasks.sort(key=lambda t: (-t.priority, t.date_scheduled or t.date_enqueued, t.id))
         return tasks
+
+    async def next_due(self, channels: Sequence[str] | None = None) -> datetime | None:
+        """The earliest ``date_scheduled`` after now among enqueued tasks of ``channels``
+        (None: any), or None when no enqueued task is scheduled for later. A few index
+        probes through the claim index, however many tasks are enqueued."""
+        if channels is not None and not channels:
+            return None
+        async with self._connection() as conn:
+            if channels is None:
+                due: datetime | None = await conn.fetchval(_NEXT_DUE_ANY_SQL)
+            else:
+                due = await conn.fetchval(_NEXT_DUE_CHANNELS_SQL, list(channels))
+        return due
 
     async def complete_tasks(self, server_name: str, outcomes: Sequence[Outcome]) -> list[int]:
         """Apply ``outcomes`` to tasks still ``doing`` for ``server_name``; return the ids changed.

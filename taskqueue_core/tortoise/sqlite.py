@@ -703,6 +703,25 @@ class SqliteRepository:
         self._emit_changes(channels, (), ended)
         return changed
 
+    async def next_due(self, channels: Sequence[str] | None = None) -> datetime | None:
+        """The earliest ``date_scheduled`` after now among enqueued tasks of ``channels``
+        (None: any), or None when no enqueued task is scheduled for later."""
+        if channels is not None and not channels:
+            return None
+        params: list[Any] = [_ts(_now())]
+        channel_filter = ""
+        if channels is not None:
+            channel_filter = f"AND channel IN ({_IDS})"
+            params.append(json.dumps(list(channels)))
+        # Stored dates are fixed-width ISO text, so min() and > compare them as dates.
+        async with self._reading("next_due") as conn:
+            rows = await conn.execute_fetchall(
+                "SELECT min(date_scheduled) FROM queued_tasks "
+                f"WHERE state = 'enqueued' AND date_scheduled > ? {channel_filter}",
+                params,
+            )
+        return _dt(rows[0][0]) if rows else None
+
     async def get_states(self, task_ids: Sequence[int]) -> dict[int, TaskState]:
         """The current state of each existing id (missing ids are left out)."""
         ids = _ids(task_ids)

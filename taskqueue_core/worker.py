@@ -2,20 +2,31 @@
 
 The hot path, and how it stays cheap:
 
-- **Claims** take as many ready tasks as there are free slots in ONE ``claim_tasks`` call.
-  The claim loop claims again when a slot frees only if more work may be ready (the last
-  claim filled every free slot, a ``created`` event arrived, or a poll is due), so a quiet
-  queue costs no query per finished task.
+- **Claims** take every task the worker has room for in ONE ``claim_tasks`` call, and only
+  when more work may be ready (the last claim was full, a ``created`` event arrived, a poll
+  or a scheduled task is due), so a quiet queue costs no query per finished task.
+- **Claiming ahead**: the worker holds claimed tasks beyond its free slots, as many as its
+  slots would start in ``PREFETCH_HORIZON`` (0.05 s) at the recent average run time, at most
+  ``PREFETCH_LIMIT`` per slot, and claims again when half of them have started. A slot that
+  frees then starts the next task at once instead of waiting a round trip for a claim, the
+  claim of the next tasks overlaps the run of the current ones, and short tasks are claimed
+  in big batches (fewer statements per task). Slow tasks are claimed for free slots only
+  (with 10 slots, tasks of 0.5 s or more: whichever worker is free gets them), and so is a
+  worker's first claim. Claimed tasks that have not started are handed back (without
+  counting an attempt) when the worker stops, and dropped if an admin cancels them.
 - **Runs**: a coroutine function runs as a named asyncio task; a plain function runs in a
-  thread pool (``loop.run_in_executor``) inside a copy of the task's
-  ``contextvars`` context, so ``set_context``, loggers and whatever the ``pre_run`` hooks set
-  reach it. Functions come from ``queue.codec.load``; a refused reference fails the task
-  before any of its code runs.
-- **Completions, context changes and log lines** are buffered and written by one writer
-  task (``_Writer``): an outcome is written as soon as the writer is free (a few ms), and
-  everything that piles up while a write is in flight goes in the next single call, so
-  under load one ``complete_tasks`` call carries many outcomes. Each round writes log lines
-  first, then contexts, then outcomes: when ``wait()`` returns, the task's logs are stored.
+  thread pool (``loop.run_in_executor``) inside a copy of the task's ``contextvars``
+  context, so ``set_context``, loggers and whatever the ``pre_run`` hooks set reach it.
+  Functions come from ``queue.codec.load``; a refused reference fails the task before any
+  of its code runs.
+- **Completions, context changes and log lines** go through the worker's ``BatchWriter``:
+  one write in flight, everything that piles up meanwhile in the next single call. A slot is
+  free as soon as its task ends, not when its outcome is stored; the worker stops claiming
+  while ``MAX_UNWRITTEN`` outcomes wait to be written.
+- **Idle**: the worker sleeps until an event, its poll (``polling_interval``, or
+  ``fallback_polling_interval`` while events arrive), or the moment the next scheduled task
+  is due (``TaskRepository.next_due``), whichever comes first, so a delayed task starts on
+  time without polling often.
 
 Outcomes: a JSON result -> ``done``; an exception (a timeout included) -> ``enqueued`` again
 after ``retry_backoff * 2**retry_count`` seconds (+-20 % jitter, at most
@@ -24,16 +35,13 @@ exception's name, message and traceback text. A result that is not JSON, a funct
 longer resolves or whose signature does not match, and arguments that do not fit the
 function's parameters fail at once, without retries (running again would not help).
 
-Timeouts (``task.timeout``, else ``config.task_timeout`` read live) are enforced by one
-watchdog task that looks at the running tasks every ``WATCH_TICK`` seconds and interrupts
-those past their deadline (a per-task timer would cost more than a no-op task itself); the
-interrupted task fails with ``TimeoutError`` and the traceback of where it was waiting.
+Timeouts (``task.timeout``, else ``config.task_timeout`` read live) and admin changes that
+no event announced are the ``Watchdog``'s; the interrupted task fails with ``TimeoutError``
+and the traceback of where it was waiting.
 
 Control: ``control`` events (an admin cancelled or stopped a running task) interrupt the
-task's asyncio task at once; when events cannot reach this process (no cross-process notify,
-or the subscription is unhealthy) the watchdog reads the states of the running tasks every
-second instead. The repository already wrote the final state, so the worker writes no
-outcome for such a task (only its pending context and log lines).
+task's asyncio task at once. The repository already wrote the final state, so the worker
+writes no outcome for such a task (only its pending context and log lines).
 
 A plain function cannot be interrupted. When one runs past its timeout (or is cancelled,
 stopped, or still running at the end of a shutdown) the task ends without it: its slot is
@@ -48,114 +56,71 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import enum
+import dataclasses
 import inspect
-import json
 import math
 import random
 import time
-import traceback
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger as _loguru
 
+from taskqueue_core.attempt import (
+    Attempt,
+    Interrupt,
+    ThreadCall,
+    callable_name,
+    failed,
+    json_problem,
+    trace,
+)
 from taskqueue_core.context import TaskContext, activate, copy_json
 from taskqueue_core.exceptions import FunctionRefused, RepositoryError
 from taskqueue_core.hooks import Moment
-from taskqueue_core.logging import INTERNAL_KEY, LogBuffer, install_task_sink
-from taskqueue_core.models import Event, NewLogRecord, Outcome, Task, TaskState
+from taskqueue_core.logging import INTERNAL_KEY, install_task_sink
+from taskqueue_core.models import Event, Outcome, Task, TaskState
 from taskqueue_core.repository import Subscription
+from taskqueue_core.watchdog import STATE_CHECK_INTERVAL, WATCH_TICK, Watchdog
+from taskqueue_core.writer import CONTEXT_PERIOD, LOG_BATCH, OUTCOME_BATCH, BatchWriter
 
 if TYPE_CHECKING:
     from taskqueue_core.queue import TaskQueue
 
-__all__ = ["Worker"]
+__all__ = [
+    "CONTEXT_PERIOD",
+    "FINAL_FLUSH_TIMEOUT",
+    "LOG_BATCH",
+    "MAX_UNWRITTEN",
+    "OUTCOME_BATCH",
+    "PREFETCH_HORIZON",
+    "PREFETCH_LIMIT",
+    "STATE_CHECK_INTERVAL",
+    "WATCH_TICK",
+    "Worker",
+]
 
 _log = _loguru.bind(**{INTERNAL_KEY: True})
-
-CONTEXT_PERIOD = 0.2
-"""Longest time, in seconds, an auto-committed context change waits before it is written."""
-
-STATE_CHECK_INTERVAL = 1.0
-"""Seconds between reads of running tasks' states when control events cannot arrive."""
-
-WATCH_TICK = 0.05
-"""Seconds between the watchdog's deadline checks while tasks run (timeout precision)."""
-
-LOG_BATCH = 1_000
-"""Log rows per ``append_logs`` call."""
-
-OUTCOME_BATCH = 500
-"""Most outcomes per ``complete_tasks`` call: bounded statements keep each write short."""
 
 FINAL_FLUSH_TIMEOUT = 10.0
 """Seconds a stopping worker keeps trying to write its buffers before giving up."""
 
+PREFETCH_HORIZON = 0.05
+"""Seconds of work (at the recent run time) a worker holds claimed ahead of its free slots."""
+
+PREFETCH_LIMIT = 4
+"""Most tasks held claimed ahead, per slot (reached by tasks that run in 12.5 ms or less)."""
+
+MAX_UNWRITTEN = 2 * OUTCOME_BATCH
+"""Outcomes waiting to be written beyond which the worker claims nothing more."""
+
+DUE_SLACK = 0.002
+"""Seconds added to a scheduled task's due time before claiming it (clocks and rounding)."""
+
+_RUN_TIME_WEIGHT = 0.1  # weight of the newest run time in the moving average
 _SIGNATURE_CACHE_SIZE = 1_024
-_JSON_SCALARS = (str, int, bool, type(None))
-
-
-class _Interrupt(enum.Enum):
-    CONTROL = "control"  # cancelled or stopped by an admin: the state is already final
-    SHUTDOWN = "shutdown"  # the worker is stopping: hand the task back
-    TIMEOUT = "timeout"  # past its deadline: a failure (TimeoutError)
-
-
-class _Run:
-    """One task running in this worker."""
-
-    __slots__ = (
-        "context",
-        "func",
-        "hooks",
-        "interrupt",
-        "is_async",
-        "job",
-        "started",
-        "task",
-        "timeout",
-    )
-
-    def __init__(
-        self,
-        task: Task,
-        func: Callable[..., Any],
-        is_async: bool,
-        context: TaskContext,
-        started: float,
-        hooks: tuple[bool, bool],
-    ) -> None:
-        self.task = task
-        self.hooks = hooks  # (any pre_run hook, any post_run hook), read once per claim
-        self.func = func
-        self.is_async = is_async
-        self.context = context
-        self.started = started
-        self.interrupt: _Interrupt | None = None
-        self.timeout = 0.0  # the limit that expired, once interrupted for it
-        self.job: asyncio.Task[None] | None = None
-
-
-class _ThreadCall:
-    """A plain function call made in a worker thread; records whether it is still running."""
-
-    __slots__ = ("args", "finished", "func", "kwargs", "started")
-
-    def __init__(self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
-        self.started = False
-        self.finished = False
-
-    def __call__(self) -> Any:
-        self.started = True
-        try:
-            return self.func(*self.args, **self.kwargs)
-        finally:
-            self.finished = True
 
 
 class Worker:
@@ -197,19 +162,27 @@ class Worker:
         self._repository = queue.repository
         self._concurrency = concurrency
         self._channels = tuple(channels) if channels is not None else None
-        self._running: dict[int, _Run] = {}
+        self._running: dict[int, Attempt] = {}
+        self._waiting: deque[Task] = deque()  # claimed ahead, not started yet (claim order)
+        self._low_water = 0  # claim again when this few claimed tasks are left waiting
+        self._registered = (False, False)  # any pre_run / post_run hook, as of the last claim
+        self._held_back = False  # claims wait for the writer to catch up
+        self._run_time: float | None = None  # moving average of recent run times (seconds)
         self._wakeup = asyncio.Event()
         self._ready_hint = True
         self._next_due = math.inf  # loop time when a retry this worker scheduled is due
+        self._due_at = math.inf  # loop time when the next scheduled task is due (next_due)
+        self._due_stale = True  # something may have changed next_due since it was read
         self._stopping = False
         self._stop_grace: float | None = None
         self._hurry = asyncio.Event()  # a later stop() with a shorter grace cuts the wait short
         self._started = False
         self._done = asyncio.Event()
-        self._writer: _Writer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: BatchWriter | None = None
         self._writer_job: asyncio.Task[None] | None = None
+        self._watchdog: Watchdog | None = None
         self._watchdog_job: asyncio.Task[None] | None = None
-        self._busy = asyncio.Event()  # set while tasks run: wakes the watchdog
         self._subscription: Subscription | None = None
         self._external_executor = executor
         self._executor: concurrent.futures.Executor | None = executor
@@ -245,8 +218,8 @@ class Worker:
 
     @property
     def running_task_ids(self) -> list[int]:
-        """Ids of the tasks running now."""
-        return list(self._running)
+        """Ids of the tasks this worker holds: running, and claimed ahead of a free slot."""
+        return [*self._running, *(task.id for task in self._waiting)]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -298,21 +271,28 @@ class Worker:
     def wake(self) -> None:
         """Look for ready tasks now (for instance after ``config.max_workers`` was raised)."""
         self._ready_hint = True
+        self._due_stale = True
         self._wakeup.set()
 
     # -- start and shutdown ----------------------------------------------------------------
 
     async def _start(self) -> None:
         install_task_sink()
-        self._writer = _Writer(self._repository, self.server_name, self._live_contexts)
+        self._loop = asyncio.get_running_loop()
+        self._writer = BatchWriter(
+            self._repository, self.server_name, self._live_contexts, on_written=self._on_written
+        )
         self._writer_job = asyncio.create_task(
             self._writer.run(), name=f"taskqueue-worker-writer-{self.server_name}"
         )
-        self._writer_job.add_done_callback(self._writer_ended)
-        self._watchdog_job = asyncio.create_task(
-            self._watchdog(), name=f"taskqueue-worker-watchdog-{self.server_name}"
+        self._writer_job.add_done_callback(self._helper_ended)
+        self._watchdog = Watchdog(
+            self._running, self._config, self._repository, self._interrupt, self._notify_ok
         )
-        self._watchdog_job.add_done_callback(self._watchdog_ended)
+        self._watchdog_job = asyncio.create_task(
+            self._watchdog.run(), name=f"taskqueue-worker-watchdog-{self.server_name}"
+        )
+        self._watchdog_job.add_done_callback(self._helper_ended)
         await self._subscribe()
 
     async def _subscribe(self) -> None:
@@ -323,22 +303,13 @@ class Worker:
             _log.warning("taskqueue worker could not subscribe to events ({}); polling", exc)
             self._subscription = None
 
-    def _writer_ended(self, job: asyncio.Task[None]) -> None:
+    def _helper_ended(self, job: asyncio.Task[None]) -> None:
         if job.cancelled() or job.exception() is None:
             return
-        # The writer never raises by design; if it does, outcomes can no longer be written,
-        # so running on would only pile them up: stop claiming.
+        # Writer and watchdog never raise by design. Without the writer outcomes can no
+        # longer be written, without the watchdog timeouts no longer fire: stop claiming.
         _log.opt(exception=job.exception()).critical(
-            "taskqueue worker writer crashed; the worker stops claiming"
-        )
-        self._stopping = True
-        self._wakeup.set()
-
-    def _watchdog_ended(self, job: asyncio.Task[None]) -> None:
-        if job.cancelled() or job.exception() is None:
-            return
-        _log.opt(exception=job.exception()).critical(
-            "taskqueue worker watchdog crashed; the worker stops claiming"
+            "taskqueue worker: {} crashed; the worker stops claiming", job.get_name()
         )
         self._stopping = True
         self._wakeup.set()
@@ -346,6 +317,7 @@ class Worker:
     async def _shutdown(self, grace: float | None) -> None:
         self._stopping = True
         grace = self._config.shutdown_grace if grace is None else grace
+        self._hand_back_waiting()
         if self._running:
             jobs = {run.job for run in self._running.values() if run.job is not None}
             if grace > 0 and jobs and not self._hurry.is_set():
@@ -357,7 +329,7 @@ class Worker:
                 finished.cancel()
                 hurried.cancel()
             for run in list(self._running.values()):
-                self._interrupt(run, _Interrupt.SHUTDOWN)
+                self._interrupt(run, Interrupt.SHUTDOWN)
             left = {run.job for run in self._running.values() if run.job is not None}
             if left:
                 # Interrupted jobs end at their next await (plain functions at once).
@@ -380,6 +352,15 @@ class Worker:
             self._executor.shutdown(wait=False)
             self._executor = None
 
+    def _hand_back_waiting(self) -> None:
+        """Put the tasks claimed ahead back ``enqueued``: they never started, so no attempt
+        counts and no error is recorded (a previous attempt's error stays on display)."""
+        writer = self._writer
+        while self._waiting:
+            task = self._waiting.popleft()
+            if writer is not None:
+                writer.add_outcome(Outcome(task.id, TaskState.ENQUEUED, count_attempt=False))
+
     # -- claiming --------------------------------------------------------------------------
 
     def _notify_ok(self) -> bool:
@@ -391,12 +372,25 @@ class Worker:
             return self._config.fallback_polling_interval
         return self._config.polling_interval
 
+    def _prefetch(self, capacity: int) -> int:
+        """How many tasks to hold claimed beyond the free slots (see the module docstring):
+        enough to keep every slot busy for ``PREFETCH_HORIZON`` at the recent run time, at
+        most ``PREFETCH_LIMIT`` per slot, none until a run time is known."""
+        run_time = self._run_time
+        if run_time is None:
+            return 0
+        ahead = capacity * PREFETCH_LIMIT
+        if run_time * PREFETCH_LIMIT > PREFETCH_HORIZON:
+            ahead = int(capacity * PREFETCH_HORIZON / run_time)
+        return ahead
+
     async def _claim_loop(self, burst: bool) -> None:
-        assert self._writer is not None
         writer = self._writer
+        assert writer is not None and self._loop is not None
         wakeup = self._wakeup
         running = self._running
-        loop = asyncio.get_running_loop()
+        waiting = self._waiting
+        loop = self._loop
         next_poll = loop.time() + self._poll_interval()
         written_at_claim = -1
         failures = 0
@@ -406,19 +400,31 @@ class Worker:
                 # A retry this worker scheduled is due: no event announces it.
                 self._next_due = math.inf
                 self._ready_hint = True
+            if now >= self._due_at:
+                self._due_at = math.inf
+                self._due_stale = True
+                self._ready_hint = True
             if now >= next_poll:
                 self._ready_hint = True
+                self._due_stale = True
                 if self._subscription is None and not burst:
                     await self._subscribe()
                 next_poll = now + self._poll_interval()
-            free = self.capacity - len(running)
-            if free > 0 and self._ready_hint:
+            capacity = self.capacity
+            prefetch = self._prefetch(capacity)
+            want = capacity + prefetch - len(running) - len(waiting)
+            if (
+                want > 0
+                and self._ready_hint
+                and len(waiting) <= prefetch // 2
+                and writer.pending_outcomes < MAX_UNWRITTEN
+            ):
                 self._ready_hint = False
                 wakeup.clear()
                 written_at_claim = writer.outcomes_written
                 try:
                     tasks = await self._repository.claim_tasks(
-                        self.server_name, free, self.channels
+                        self.server_name, want, self.channels
                     )
                 except (RepositoryError, OSError) as exc:
                     if burst:
@@ -432,15 +438,15 @@ class Worker:
                     await self._wait(delay)
                     continue
                 failures = 0
+                self._low_water = prefetch // 2
                 if tasks:
-                    hooks = self.queue.hooks
-                    registered = (hooks.has(Moment.PRE_RUN), hooks.has(Moment.POST_RUN))
-                    for task in tasks:
-                        self._start_task(task, registered)
-                if len(tasks) >= free:
-                    self._ready_hint = True  # every free slot filled: more may be ready
+                    self._accept(tasks)
+                if len(tasks) >= want:
+                    self._ready_hint = True  # every place filled: more may be ready
+                elif self._due_stale and not burst:
+                    await self._read_next_due()
                 continue
-            if burst and not running:
+            if burst and not running and not waiting:
                 if self._ready_hint:
                     continue
                 # Completions may release children: write them, then claim once more.
@@ -449,7 +455,49 @@ class Worker:
                     self._ready_hint = True
                     continue
                 return
-            await self._wait(min(next_poll, self._next_due) - now)
+            # Too many outcomes unwritten: claim again once the writer caught up.
+            self._held_back = writer.pending_outcomes >= MAX_UNWRITTEN
+            await self._wait(min(next_poll, self._next_due, self._due_at) - now)
+
+    def _accept(self, tasks: list[Task]) -> None:
+        """Queue the claimed tasks behind those already waiting and start what fits."""
+        hooks = self.queue.hooks
+        self._registered = (hooks.has(Moment.PRE_RUN), hooks.has(Moment.POST_RUN))
+        running = self._running
+        waiting = self._waiting
+        held = {task.id for task in waiting} if waiting else ()
+        for task in tasks:
+            if task.id in running or task.id in held:
+                # Claimed again while held here: the earlier claim was lost in a database
+                # crash (claims commit asynchronously). The attempt already held is the one
+                # that counts, and its outcome applies to this claim.
+                continue
+            waiting.append(task)
+        if not self._stopping:
+            self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """Start claimed tasks while there are free slots."""
+        waiting = self._waiting
+        capacity = self.capacity
+        while waiting and len(self._running) < capacity:
+            self._start_task(waiting.popleft(), self._registered)
+
+    async def _read_next_due(self) -> None:
+        """Learn when the next scheduled task is due, to wake up for it (see ``next_due``)."""
+        assert self._loop is not None
+        self._due_stale = False
+        try:
+            due = await self._repository.next_due(self.channels)
+        except (RepositoryError, OSError) as exc:
+            _log.warning("taskqueue worker could not read the next due time: {}", exc)
+            return
+        if due is None:
+            self._due_at = math.inf
+            return
+        seconds = (due - datetime.now(UTC)).total_seconds()
+        # At least a tick: a due time our clock sees as past is not yet past for the database.
+        self._due_at = self._loop.time() + max(seconds, 0.0) + DUE_SLACK
 
     async def _wait(self, seconds: float) -> None:
         """Wait for the wake-up event (and consume it), at most ``seconds``.
@@ -474,49 +522,25 @@ class Worker:
                 or any(channel in channels for channel in event.channels)
             ):
                 self._ready_hint = True
+                self._due_stale = True
                 self._wakeup.set()
         elif kind == "control":
+            dropped = set(event.task_ids)
+            if self._waiting and any(task.id in dropped for task in self._waiting):
+                # Cancelled or stopped before it started: its state is already final.
+                self._waiting = deque(t for t in self._waiting if t.id not in dropped)
+                self._wakeup.set()
             for task_id in event.task_ids:
                 run = self._running.get(task_id)
                 if run is not None:
-                    self._interrupt(run, _Interrupt.CONTROL)
+                    self._interrupt(run, Interrupt.CONTROL)
 
-    async def _watchdog(self) -> None:
-        """Interrupt tasks past their deadline; read running states when events may be lost."""
-        loop = asyncio.get_running_loop()
-        running = self._running
-        next_check = loop.time() + STATE_CHECK_INTERVAL
-        while True:
-            if not running:
-                self._busy.clear()
-                await self._busy.wait()
-                next_check = loop.time() + STATE_CHECK_INTERVAL
-            await asyncio.sleep(WATCH_TICK)
-            now = loop.time()
-            default = self._config.task_timeout  # read live
-            for run in list(running.values()):
-                limit = run.task.timeout if run.task.timeout is not None else default
-                if now - run.started >= limit and run.interrupt is None:
-                    run.timeout = limit
-                    self._interrupt(run, _Interrupt.TIMEOUT)
-            if now >= next_check:
-                next_check = now + STATE_CHECK_INTERVAL
-                if running and not self._notify_ok():
-                    await self._check_states()
+    def _on_written(self) -> None:
+        if self._held_back:
+            self._held_back = False
+            self._wakeup.set()
 
-    async def _check_states(self) -> None:
-        ids = list(self._running)
-        try:
-            states = await self._repository.get_states(ids)
-        except Exception as exc:
-            _log.warning("taskqueue worker could not read running task states: {}", exc)
-            return
-        for task_id in ids:
-            run = self._running.get(task_id)
-            if run is not None and states.get(task_id) is not TaskState.DOING:
-                self._interrupt(run, _Interrupt.CONTROL)
-
-    def _interrupt(self, run: _Run, reason: _Interrupt) -> None:
+    def _interrupt(self, run: Attempt, reason: Interrupt) -> None:
         if run.interrupt is not None or run.job is None or run.job.done():
             return
         run.interrupt = reason
@@ -527,7 +551,7 @@ class Worker:
     def _start_task(self, task: Task, hooks: tuple[bool, bool]) -> None:
         """Load the task's function and start it as an asyncio task (or fail it at once)."""
         writer = self._writer
-        assert writer is not None
+        assert writer is not None and self._loop is not None
         ref = task.function
         key = (ref.module_name or "", ref.function_name or "", ref.signature)
         try:
@@ -540,11 +564,11 @@ class Worker:
                     self._loaded[key] = found
             func = found
         except FunctionRefused as exc:
-            writer.add_outcome(_failed(task, "FunctionRefused", exc.message, None))
+            writer.add_outcome(failed(task, "FunctionRefused", exc.message, None))
             return
         except Exception as exc:
             message = f"the function of task {task.id} could not be loaded: {exc}"
-            writer.add_outcome(_failed(task, type(exc).__name__, message, _trace(exc)))
+            writer.add_outcome(failed(task, type(exc).__name__, message, trace(exc)))
             return
         signature, is_async = self._describe(func)
         shape = (func, len(task.args), tuple(task.kwargs))
@@ -554,19 +578,20 @@ class Worker:
             except TypeError as exc:
                 message = (
                     f"the arguments of task {task.id} do not match "
-                    f"{_callable_name(func)}{signature}: {exc}"
+                    f"{callable_name(func)}{signature}: {exc}"
                 )
-                writer.add_outcome(_failed(task, "TypeError", message, None))
+                writer.add_outcome(failed(task, "TypeError", message, None))
                 return
             if len(self._fitting) >= _SIGNATURE_CACHE_SIZE:
                 self._fitting.clear()
             self._fitting.add(shape)
         context = TaskContext(task.id, copy_json(task.context), writer)
-        run = _Run(task, func, is_async, context, self._loop_time(), hooks)
+        run = Attempt(task, func, is_async, context, self._loop.time(), hooks)
         if not self._running:
-            self._busy.set()
+            assert self._watchdog is not None
+            self._watchdog.wake()
         self._running[task.id] = run
-        job = asyncio.create_task(self._execute(run), name=f"taskqueue-task-{task.id}")
+        job = self._loop.create_task(self._execute(run), name=f"taskqueue-task-{task.id}")
         run.job = job
         job.add_done_callback(self._job_done)
 
@@ -594,19 +619,18 @@ class Worker:
                 "taskqueue worker: {} crashed", job.get_name()
             )
 
-    async def _execute(self, run: _Run) -> None:
+    async def _execute(self, run: Attempt) -> None:
         """Run one task in its own asyncio task and queue its outcome."""
         task = run.task
         activate(run.context)
-        hooks = self.queue.hooks
         result: Any = None
         error: BaseException | None = None
         start = time.perf_counter()
         try:
             if run.hooks[0]:
                 # Hooks see the live context through task.context and may change it.
-                task = _with_context(task, run.context)
-                await hooks.run_pre_run(task)
+                task = dataclasses.replace(task, context=run.context.data)
+                await self.queue.hooks.run_pre_run(task)
                 run.context.version += 1
             if run.is_async:
                 result = await run.func(*task.args, **task.kwargs)
@@ -618,29 +642,29 @@ class Worker:
             if current is not None and current.cancelling():
                 current.uncancel()  # handled here: the job goes on to record its end
                 if run.interrupt is None:
-                    run.interrupt = _Interrupt.SHUTDOWN
+                    run.interrupt = Interrupt.SHUTDOWN
         except BaseException as exc:
             error = exc
         elapsed = time.perf_counter() - start
         if run.hooks[1]:
             seen: BaseException | None = error
-            if run.interrupt is _Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
+            if run.interrupt is Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
                 # What the task's record will say, not the mechanism that interrupted it.
                 seen = TimeoutError(f"task {task.id} exceeded its timeout of {run.timeout:g} s")
             try:
-                await hooks.run_post_run(task, result, seen)
+                await self.queue.hooks.run_post_run(task, result, seen)
             except asyncio.CancelledError:
                 # Interrupted while in the hooks: the task's own end is what counts.
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
                     current.uncancel()
                 if run.interrupt is None:
-                    run.interrupt = _Interrupt.SHUTDOWN
+                    run.interrupt = Interrupt.SHUTDOWN
         self._finish(run, result, error, elapsed)
 
-    async def _call_in_thread(self, run: _Run) -> Any:
+    async def _call_in_thread(self, run: Attempt) -> Any:
         """Run a plain function in the thread pool, in a copy of the task's context."""
-        call = _ThreadCall(run.func, run.task.args, run.task.kwargs)
+        call = ThreadCall(run.func, run.task.args, run.task.kwargs)
         future = asyncio.get_running_loop().run_in_executor(
             self._thread_pool(), contextvars.copy_context().run, call
         )
@@ -669,7 +693,7 @@ class Worker:
             self._executor_size = size
         return self._executor
 
-    def _abandon(self, call: _ThreadCall) -> None:
+    def _abandon(self, call: ThreadCall) -> None:
         if self._external_executor is not None or not call.started or call.finished:
             return  # not running (never started, or done): nothing is left behind
         _log.warning(
@@ -680,17 +704,23 @@ class Worker:
             self._executor.shutdown(wait=False)
             self._executor = None
 
-    def _finish(self, run: _Run, result: Any, error: BaseException | None, elapsed: float) -> None:
+    def _finish(
+        self, run: Attempt, result: Any, error: BaseException | None, elapsed: float
+    ) -> None:
         task = run.task
         writer = self._writer
         assert writer is not None
         context = run.context.close()
         del self._running[task.id]
-        if run.interrupt is _Interrupt.CONTROL:
+        average = self._run_time
+        self._run_time = (
+            elapsed if average is None else average + (elapsed - average) * _RUN_TIME_WEIGHT
+        )
+        if run.interrupt is Interrupt.CONTROL:
             # Cancelled or stopped: the repository wrote the final state; keep only its data.
             if context is not None:
                 writer.add_context(task.id, context)
-        elif run.interrupt is _Interrupt.SHUTDOWN and isinstance(error, asyncio.CancelledError):
+        elif run.interrupt is Interrupt.SHUTDOWN and isinstance(error, asyncio.CancelledError):
             writer.add_outcome(
                 Outcome(
                     task.id,
@@ -703,7 +733,7 @@ class Worker:
                 )
             )
         elif error is None:
-            problem = _json_problem(result)
+            problem = json_problem(result)
             if problem is None:
                 writer.add_outcome(
                     Outcome(
@@ -717,9 +747,9 @@ class Worker:
             else:
                 message = f"the result of task {task.id} is not JSON: {problem}"
                 writer.add_outcome(
-                    _failed(task, "ArgumentNotSerializable", message, None, elapsed, context)
+                    failed(task, "ArgumentNotSerializable", message, None, elapsed, context)
                 )
-        elif run.interrupt is _Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
+        elif run.interrupt is Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
             where = (
                 ""
                 if run.is_async
@@ -730,15 +760,19 @@ class Worker:
             )
             message = f"task {task.id} exceeded its timeout of {run.timeout:g} s{where}"
             writer.add_outcome(
-                self._failure(task, "TimeoutError", message, _trace(error), elapsed, context)
+                self._failure(task, "TimeoutError", message, trace(error), elapsed, context)
             )
         else:
             writer.add_outcome(
                 self._failure(
-                    task, type(error).__name__, str(error), _trace(error), elapsed, context
+                    task, type(error).__name__, str(error), trace(error), elapsed, context
                 )
             )
-        self._wakeup.set()
+        # The slot is free: the next task claimed ahead starts now, without a round trip.
+        if self._waiting and not self._stopping:
+            self._start_waiting()
+        if len(self._waiting) <= self._low_water:
+            self._wakeup.set()
 
     def _failure(
         self,
@@ -754,7 +788,8 @@ class Worker:
             base = self._config.retry_backoff * 2.0 ** min(task.retry_count, 60)
             delay = min(base * random.uniform(0.8, 1.2), self._config.retry_backoff_max)
             # Wake up for it (plus a little for the outcome's write to land).
-            self._next_due = min(self._next_due, self._loop_time() + delay + 0.01)
+            assert self._loop is not None
+            self._next_due = min(self._next_due, self._loop.time() + delay + 0.01)
             return Outcome(
                 task.id,
                 TaskState.ENQUEUED,
@@ -765,216 +800,7 @@ class Worker:
                 execution_time=elapsed,
                 context=context,
             )
-        return _failed(task, name, message, info, elapsed, context)
-
-    def _loop_time(self) -> float:
-        return asyncio.get_running_loop().time()
+        return failed(task, name, message, info, elapsed, context)
 
     def _live_contexts(self) -> Iterable[TaskContext]:
         return [run.context for run in self._running.values()]
-
-
-class _Writer:
-    """Writes a worker's outcomes, context changes and log lines in batches.
-
-    One asyncio task (``run``) does every write, so at most one write of each kind is in
-    flight and whatever arrives meanwhile joins the next call. A round writes log lines,
-    then contexts (dirty live ones every ``CONTEXT_PERIOD``, and final ones of interrupted
-    tasks), then outcomes. Repository errors are retried with backoff (the data is kept);
-    other errors drop the batch with a logged error (retrying could never succeed).
-    """
-
-    def __init__(
-        self,
-        repository: Any,
-        server_name: str,
-        live_contexts: Callable[[], Iterable[TaskContext]],
-    ) -> None:
-        self._repository = repository
-        self._server_name = server_name
-        self._live_contexts = live_contexts
-        self._outcomes: list[Outcome] = []
-        self._contexts: dict[int, dict[str, Any]] = {}
-        self._wake = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        self._waiters: list[asyncio.Future[None]] = []
-        self._closing = False
-        self._ended = False
-        self._deadline: float | None = None
-        self.logs = LogBuffer(batch_size=LOG_BATCH, on_batch=self.commit_soon)
-        self.outcomes_written = 0
-        """Outcomes handed to ``complete_tasks`` so far (a change means children may be ready)."""
-
-    # -- producers (ContextWriter protocol and the worker) -------------------------------
-
-    def add_outcome(self, outcome: Outcome) -> None:
-        self._outcomes.append(outcome)
-        self._wake.set()
-
-    def add_context(self, task_id: int, context: dict[str, Any]) -> None:
-        self._contexts[task_id] = context
-        self._wake.set()
-
-    def add_log(self, record: NewLogRecord) -> None:
-        self.logs.add(record)
-
-    def commit_soon(self) -> None:
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            self._wake.set()
-        elif not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._wake.set)
-
-    async def flush(self) -> None:
-        """Wait until everything buffered now is written (or given up at close). Returns at
-        once if the writer has ended."""
-        if self._ended:
-            return
-        waiter = self._loop.create_future()
-        self._waiters.append(waiter)
-        self._wake.set()
-        await waiter
-
-    async def close(self, give_up_after: float) -> None:
-        """Write everything still buffered (giving up after ``give_up_after`` seconds of
-        failing writes) and end ``run``."""
-        self._closing = True
-        self._deadline = self._loop.time() + give_up_after
-        await self.flush()
-
-    # -- the writing task ------------------------------------------------------------------
-
-    async def run(self) -> None:
-        try:
-            await self._run()
-        finally:
-            # Nobody may wait forever on a writer that is gone.
-            self._ended = True
-            for waiter in self._waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    async def _run(self) -> None:
-        wake = self._wake
-        while True:
-            if not wake.is_set():
-                try:
-                    async with asyncio.timeout(CONTEXT_PERIOD):
-                        await wake.wait()
-                except TimeoutError:
-                    pass
-            wake.clear()
-            waiters, self._waiters = self._waiters, []
-            try:
-                await self._write_round()
-            finally:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-            if self._closing and not self._pending():
-                for waiter in self._waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                return
-
-    def _pending(self) -> bool:
-        return bool(self._outcomes or self._contexts or len(self.logs))
-
-    async def _write_round(self) -> None:
-        count = len(self.logs)
-        while count > 0:
-            batch = self.logs.drain(min(count, LOG_BATCH))
-            count -= LOG_BATCH
-            if batch:
-                await self._call("append_logs", self._repository.append_logs, batch)
-        contexts = self._contexts
-        for ctx in self._live_contexts():
-            if ctx.dirty:
-                contexts[ctx.task_id] = ctx.snapshot()
-        if contexts:
-            self._contexts = {}
-            await self._call("update_contexts", self._repository.update_contexts, contexts)
-        while self._outcomes:
-            outcomes = self._outcomes[:OUTCOME_BATCH]
-            del self._outcomes[:OUTCOME_BATCH]
-            self.outcomes_written += len(outcomes)
-            await self._call(
-                "complete_tasks", self._repository.complete_tasks, self._server_name, outcomes
-            )
-
-    async def _call(self, what: str, method: Callable[..., Any], *args: Any) -> None:
-        failures = 0
-        while True:
-            try:
-                await method(*args)
-                return
-            except (RepositoryError, OSError) as exc:
-                failures += 1
-                delay = min(0.05 * 2 ** min(failures, 10), 5.0)
-                if self._deadline is not None and self._loop.time() + delay > self._deadline:
-                    _log.error(
-                        "taskqueue worker gave up writing {} on shutdown: {} (running tasks "
-                        "are rescued by the reaper)",
-                        what,
-                        exc,
-                    )
-                    return
-                _log.warning(
-                    "taskqueue worker: {} failed ({}); retrying in {:.2f}s", what, exc, delay
-                )
-                await asyncio.sleep(delay)
-            except Exception as exc:
-                _log.opt(exception=exc).error(
-                    "taskqueue worker: {} raised an unexpected error; this batch is dropped", what
-                )
-                return
-
-
-def _with_context(task: Task, context: TaskContext) -> Task:
-    import dataclasses
-
-    return dataclasses.replace(task, context=context.data)
-
-
-def _failed(
-    task: Task,
-    name: str,
-    message: str,
-    info: str | None,
-    elapsed: float | None = None,
-    context: dict[str, Any] | None = None,
-) -> Outcome:
-    return Outcome(
-        task.id,
-        TaskState.FAILED,
-        error_name=name,
-        error_message=message,
-        error_info=info,
-        execution_time=elapsed,
-        context=context,
-    )
-
-
-def _trace(error: BaseException) -> str:
-    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
-
-
-def _callable_name(func: Callable[..., Any]) -> str:
-    module = getattr(func, "__module__", None) or "?"
-    return f"{module}.{getattr(func, '__qualname__', repr(func))}"
-
-
-def _json_problem(value: Any) -> str | None:
-    """None if ``value`` is JSON, else what is wrong (naming the offending type)."""
-    if isinstance(value, _JSON_SCALARS):
-        return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{value!r} is not a JSON number"
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        return f"{type(value).__name__} value: {exc}"
-    return None

@@ -1,0 +1,150 @@
+"""Attempt: one run of a claimed task inside a worker, and the outcome it ends with.
+
+The worker creates an ``Attempt`` when it starts a task and turns the attempt's end (a
+result, an exception, an interruption) into the ``Outcome`` it writes. The functions here
+are the pure part of that: what a failure, a result that is not JSON or a traceback looks
+like in the task's record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import math
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from taskqueue_core.context import TaskContext
+from taskqueue_core.models import Outcome, Task, TaskState
+
+__all__ = [
+    "Attempt",
+    "Interrupt",
+    "ThreadCall",
+    "callable_name",
+    "failed",
+    "json_problem",
+    "trace",
+]
+
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+class Interrupt(enum.Enum):
+    """Why a running attempt was cut short."""
+
+    CONTROL = "control"  # cancelled or stopped by an admin: the state is already final
+    SHUTDOWN = "shutdown"  # the worker is stopping: hand the task back
+    TIMEOUT = "timeout"  # past its deadline: a failure (TimeoutError)
+
+
+class Attempt:
+    """One task running in a worker.
+
+    ``started`` is the event loop time the attempt started (its timeout counts from there);
+    ``hooks`` says whether any ``pre_run`` / ``post_run`` hook was registered when the task
+    was claimed; ``job`` is the asyncio task running it; ``interrupt`` and ``timeout`` are
+    set once, by whoever interrupts it.
+    """
+
+    __slots__ = (
+        "context",
+        "func",
+        "hooks",
+        "interrupt",
+        "is_async",
+        "job",
+        "started",
+        "task",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        task: Task,
+        func: Callable[..., Any],
+        is_async: bool,
+        context: TaskContext,
+        started: float,
+        hooks: tuple[bool, bool],
+    ) -> None:
+        self.task = task
+        self.hooks = hooks
+        self.func = func
+        self.is_async = is_async
+        self.context = context
+        self.started = started
+        self.interrupt: Interrupt | None = None
+        self.timeout = 0.0  # the limit that expired, once interrupted for it
+        self.job: asyncio.Task[None] | None = None
+
+    def deadline(self, default_timeout: float) -> float:
+        """Loop time past which the attempt is interrupted (its own timeout, else the default)."""
+        limit = self.task.timeout
+        return self.started + (default_timeout if limit is None else limit)
+
+
+class ThreadCall:
+    """A plain function call made in a worker thread; records whether it is still running."""
+
+    __slots__ = ("args", "finished", "func", "kwargs", "started")
+
+    def __init__(self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
+        self.func = func
+        self.args = args
+        self.kwargs = kwargs
+        self.started = False
+        self.finished = False
+
+    def __call__(self) -> Any:
+        self.started = True
+        try:
+            return self.func(*self.args, **self.kwargs)
+        finally:
+            self.finished = True
+
+
+def failed(
+    task: Task,
+    name: str,
+    message: str,
+    info: str | None,
+    elapsed: float | None = None,
+    context: dict[str, Any] | None = None,
+) -> Outcome:
+    """The outcome of a task that failed for good (no retry)."""
+    return Outcome(
+        task.id,
+        TaskState.FAILED,
+        error_name=name,
+        error_message=message,
+        error_info=info,
+        execution_time=elapsed,
+        context=context,
+    )
+
+
+def trace(error: BaseException) -> str:
+    """The formatted traceback of ``error``, as stored in ``exception_info``."""
+    return "".join(traceback.format_exception(type(error), error, error.__traceback__))
+
+
+def callable_name(func: Callable[..., Any]) -> str:
+    """``module.qualname`` of a function, for messages."""
+    module = getattr(func, "__module__", None) or "?"
+    return f"{module}.{getattr(func, '__qualname__', repr(func))}"
+
+
+def json_problem(value: Any) -> str | None:
+    """None if ``value`` is JSON, else what is wrong (naming the offending type)."""
+    if isinstance(value, _JSON_SCALARS):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value!r} is not a JSON number"
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"{type(value).__name__} value: {exc}"
+    return None

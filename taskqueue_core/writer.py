@@ -1,0 +1,218 @@
+"""BatchWriter: writes a worker's outcomes, context changes and log lines in few statements.
+
+One asyncio task (``run``) does every write, so at most one write of each kind is in flight
+and whatever arrives meanwhile joins the next call: an outcome is written as soon as the
+writer is free (one commit later), and under load one ``complete_tasks`` call carries every
+outcome that piled up during the previous one. That is the whole batching policy: no timer
+holds a write back, so a quiet worker writes each outcome at once and a busy one writes
+big batches.
+
+A round writes log lines first, then contexts (the dirty live ones every ``CONTEXT_PERIOD``,
+and the final ones of interrupted tasks), then outcomes: when ``TaskRef.wait()`` returns, the
+task's log lines are stored. Repository errors are retried with backoff (the data is kept);
+other errors drop the batch with a logged error (retrying could never succeed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger as _loguru
+
+from taskqueue_core.exceptions import RepositoryError
+from taskqueue_core.logging import INTERNAL_KEY, LogBuffer
+from taskqueue_core.models import NewLogRecord, Outcome
+
+if TYPE_CHECKING:
+    from taskqueue_core.context import TaskContext
+    from taskqueue_core.repository import TaskRepository
+
+__all__ = ["CONTEXT_PERIOD", "LOG_BATCH", "OUTCOME_BATCH", "BatchWriter"]
+
+_log = _loguru.bind(**{INTERNAL_KEY: True})
+
+CONTEXT_PERIOD = 0.2
+"""Longest time, in seconds, an auto-committed context change waits before it is written."""
+
+LOG_BATCH = 1_000
+"""Log rows per ``append_logs`` call."""
+
+OUTCOME_BATCH = 500
+"""Most outcomes per ``complete_tasks`` call: bounded statements keep each write short."""
+
+
+class BatchWriter:
+    """Buffers and writes the outcomes, contexts and log lines of one worker.
+
+    ``live_contexts()`` gives the contexts of the tasks running now (their dirty ones are
+    written every ``CONTEXT_PERIOD``); ``on_written()``, if given, is called after each
+    round that wrote outcomes. Producers (``add_outcome``, ``add_context``, ``add_log``,
+    ``commit_soon``) never block. Create it inside the running event loop.
+    """
+
+    def __init__(
+        self,
+        repository: TaskRepository,
+        server_name: str,
+        live_contexts: Callable[[], Iterable[TaskContext]],
+        *,
+        on_written: Callable[[], None] | None = None,
+    ) -> None:
+        self._repository = repository
+        self._server_name = server_name
+        self._live_contexts = live_contexts
+        self._on_written = on_written
+        self._outcomes: list[Outcome] = []
+        self._contexts: dict[int, dict[str, Any]] = {}
+        self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._closing = False
+        self._ended = False
+        self._deadline: float | None = None
+        self.logs = LogBuffer(batch_size=LOG_BATCH, on_batch=self.commit_soon)
+        self.outcomes_written = 0
+        """Outcomes handed to ``complete_tasks`` so far (a change means children may be ready)."""
+
+    # -- producers (ContextWriter protocol and the worker) -------------------------------
+
+    @property
+    def pending_outcomes(self) -> int:
+        """Outcomes buffered and not yet handed to ``complete_tasks``."""
+        return len(self._outcomes)
+
+    def add_outcome(self, outcome: Outcome) -> None:
+        """Buffer a task's outcome; it is written in the next round."""
+        self._outcomes.append(outcome)
+        self._wake.set()
+
+    def add_context(self, task_id: int, context: dict[str, Any]) -> None:
+        """Buffer the final context of a task that ends without an outcome of ours."""
+        self._contexts[task_id] = context
+        self._wake.set()
+
+    def add_log(self, record: NewLogRecord) -> None:
+        """Buffer a task's log line. Safe to call from any thread."""
+        self.logs.add(record)
+
+    def commit_soon(self) -> None:
+        """Start a round soon (dirty contexts, a full log batch). Safe from any thread."""
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._wake.set()
+        elif not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def flush(self) -> None:
+        """Wait until everything buffered now is written (or given up at close). Returns at
+        once if the writer has ended."""
+        if self._ended:
+            return
+        waiter = self._loop.create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
+    async def close(self, give_up_after: float) -> None:
+        """Write everything still buffered (giving up after ``give_up_after`` seconds of
+        failing writes) and end ``run``."""
+        self._closing = True
+        self._deadline = self._loop.time() + give_up_after
+        await self.flush()
+
+    # -- the writing task ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Write rounds until closed and drained. Never raises by design."""
+        try:
+            await self._run()
+        finally:
+            # Nobody may wait forever on a writer that is gone.
+            self._ended = True
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def _run(self) -> None:
+        wake = self._wake
+        while True:
+            if not wake.is_set():
+                try:
+                    async with asyncio.timeout(CONTEXT_PERIOD):
+                        await wake.wait()
+                except TimeoutError:
+                    pass
+            wake.clear()
+            waiters, self._waiters = self._waiters, []
+            try:
+                await self._write_round()
+            finally:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+            if self._closing and not self._pending():
+                for waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                return
+
+    def _pending(self) -> bool:
+        return bool(self._outcomes or self._contexts or len(self.logs))
+
+    async def _write_round(self) -> None:
+        count = len(self.logs)
+        while count > 0:
+            batch = self.logs.drain(min(count, LOG_BATCH))
+            count -= LOG_BATCH
+            if batch:
+                await self._call("append_logs", self._repository.append_logs, batch)
+        contexts = self._contexts
+        for ctx in self._live_contexts():
+            if ctx.dirty:
+                contexts[ctx.task_id] = ctx.snapshot()
+        if contexts:
+            self._contexts = {}
+            await self._call("update_contexts", self._repository.update_contexts, contexts)
+        wrote = False
+        while self._outcomes:
+            outcomes = self._outcomes[:OUTCOME_BATCH]
+            del self._outcomes[:OUTCOME_BATCH]
+            self.outcomes_written += len(outcomes)
+            await self._call(
+                "complete_tasks", self._repository.complete_tasks, self._server_name, outcomes
+            )
+            wrote = True
+        if wrote and self._on_written is not None:
+            self._on_written()
+
+    async def _call(self, what: str, method: Callable[..., Any], *args: Any) -> None:
+        failures = 0
+        while True:
+            try:
+                await method(*args)
+                return
+            except (RepositoryError, OSError) as exc:
+                failures += 1
+                delay = min(0.05 * 2 ** min(failures, 10), 5.0)
+                if self._deadline is not None and self._loop.time() + delay > self._deadline:
+                    _log.error(
+                        "taskqueue worker gave up writing {} on shutdown: {} (running tasks "
+                        "are rescued by the reaper)",
+                        what,
+                        exc,
+                    )
+                    return
+                _log.warning(
+                    "taskqueue worker: {} failed ({}); retrying in {:.2f}s", what, exc, delay
+                )
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                _log.opt(exception=exc).error(
+                    "taskqueue worker: {} raised an unexpected error; this batch is dropped", what
+                )
+                return

@@ -20,6 +20,7 @@ PAGES = [
     "context.md",
     "logging.md",
     "hooks.md",
+    "fastapi.md",
     "configuration.md",
 ]
 

@@ -21,6 +21,7 @@ PAGES = [
     "logging.md",
     "hooks.md",
     "fastapi.md",
+    "operations.md",
     "configuration.md",
 ]
 

@@ -22,6 +22,7 @@ PAGES = [
     "hooks.md",
     "fastapi.md",
     "operations.md",
+    "console.md",
     "configuration.md",
 ]
 

@@ -41,7 +41,6 @@ from taskqueue_core.hooks import HookRegistry, Moment
 from taskqueue_core.models import NewTask
 from taskqueue_core.ref import TaskRef
 from taskqueue_core.repository import TaskRepository
-from taskqueue_core.validation import Prepared
 
 __all__ = ["MAX_BATCH_SIZE", "CreationWriter", "PendingCreation"]
 
@@ -63,7 +62,9 @@ class Storage(Protocol):
 class PendingCreation:
     """An ``add_task`` waiting for the flusher; ``future`` settles with the id or the error."""
 
-    prepared: Prepared
+    task: NewTask
+    """The task as validated, without its parents (in ``parents``)."""
+    parents: tuple[TaskRef | int, ...]
     ref: TaskRef
     future: asyncio.Future[int]
     context: contextvars.Context
@@ -78,7 +79,7 @@ class PendingCreation:
             return
         logger.error(
             "taskqueue: task {!r} was not created: {}: {}",
-            self.prepared.task.name,
+            self.task.name,
             type(error).__name__,
             error,
         )
@@ -99,25 +100,27 @@ class CreationWriter:
 
     async def create_now(
         self,
-        prepared: Sequence[Prepared],
+        tasks: Sequence[NewTask],
+        parents: Sequence[tuple[TaskRef | int, ...]] | None,
         transaction: Any,
         check_open: Callable[[], None],
-    ) -> list[tuple[NewTask, int]]:
-        """Write ``prepared`` in one call (inside ``transaction`` if given), all or nothing.
+    ) -> list[int]:
+        """Write ``tasks`` in one call (inside ``transaction`` if given), all or nothing.
 
-        Parent refs are awaited first; ``check_open`` runs after the pre_create hooks, right
-        before the write. Returns each task with its id, in order. Raises the repository's
-        errors, ``UnknownParent`` for a parent ref whose creation failed, and what
-        ``check_open`` raises.
+        ``parents``: each task's parents (None: no task has any). Parent refs are awaited
+        first; ``check_open`` runs after the pre_create hooks, right before the write.
+        Returns the ids, in order. Raises the repository's errors, ``UnknownParent`` for a
+        parent ref whose creation failed, and what ``check_open`` raises.
         """
         hooks = self._storage.hooks
-        tasks: list[NewTask] = []
-        for item in prepared:
-            if not item.parents:
-                tasks.append(item.task)  # (built without parents: nothing to replace)
-                continue
-            parent_ids = [await _parent_id(parent) for parent in item.parents]
-            tasks.append(dataclasses.replace(item.task, parent_ids=_unique(parent_ids)))
+        if parents is not None:
+            with_parents: list[NewTask] = []
+            for task, its_parents in zip(tasks, parents, strict=True):
+                if its_parents:
+                    parent_ids = [await _parent_id(parent) for parent in its_parents]
+                    task = dataclasses.replace(task, parent_ids=_unique(parent_ids))
+                with_parents.append(task)
+            tasks = with_parents
         if hooks.has(Moment.PRE_CREATE):
             for task in tasks:
                 await hooks.run_pre_create(task)
@@ -127,7 +130,7 @@ class CreationWriter:
         if hooks.has(Moment.POST_CREATE):
             for task, task_id in zip(tasks, ids, strict=True):
                 await hooks.run_post_create(task, task_id)
-        return list(zip(tasks, ids, strict=True))
+        return ids
 
     # -- background creation -------------------------------------------------------------
 
@@ -201,7 +204,7 @@ class CreationWriter:
         foreign = {
             p._creation
             for item in batch
-            for p in item.prepared.parents
+            for p in item.parents
             if isinstance(p, TaskRef) and p._creation is not None and not p._creation.done()
         }
         if foreign:
@@ -219,11 +222,9 @@ class CreationWriter:
         if not todo or not hooks.has(Moment.PRE_CREATE):
             return
         # Each task's hooks run in the contextvars captured by its add_task call.
-        await _run_in_contexts(
-            [(item.context, hooks.run_pre_create(item.prepared.task)) for item in todo]
-        )
+        await _run_in_contexts([(item.context, hooks.run_pre_create(item.task)) for item in todo])
         for item in todo:
-            clean_context(item.prepared.task)
+            clean_context(item.task)
 
     async def _write_group(self, items: list[PendingCreation]) -> None:
         """Write ``items`` in one call; on failure isolate the culprits (never raises)."""
@@ -231,15 +232,15 @@ class CreationWriter:
         tasks: list[NewTask] = []
         written: list[PendingCreation] = []
         for item in items:
-            if not item.prepared.parents:
+            if not item.parents:
                 positions[id(item.ref)] = len(tasks)
-                tasks.append(item.prepared.task)  # (built without parents)
+                tasks.append(item.task)  # (built without parents)
                 written.append(item)
                 continue
             parent_ids: list[int] = []
             batch_parents: list[int] = []
             broken: TaskRef | None = None
-            for parent in item.prepared.parents:
+            for parent in item.parents:
                 if isinstance(parent, int):
                     parent_ids.append(parent)
                 elif id(parent) in positions:
@@ -262,7 +263,7 @@ class CreationWriter:
             positions[id(item.ref)] = len(tasks)
             tasks.append(
                 dataclasses.replace(
-                    item.prepared.task,
+                    item.task,
                     parent_ids=item.parent_ids,
                     batch_parents=_unique(batch_parents),
                 )

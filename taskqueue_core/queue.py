@@ -36,6 +36,7 @@ from taskqueue_core.functions import FunctionCodec
 from taskqueue_core.hooks import HookRegistry, default_hooks
 from taskqueue_core.models import (
     LogRecord,
+    NewTask,
     ServerInfo,
     Stats,
     Task,
@@ -46,7 +47,6 @@ from taskqueue_core.models import (
 from taskqueue_core.ref import TaskRef
 from taskqueue_core.repository import TaskRepository
 from taskqueue_core.validation import (
-    Prepared,
     Validator,
     check_channel,
     check_task_id,
@@ -190,10 +190,11 @@ class TaskQueue:
         call = as_call(
             func, args, kwargs, parent, name, channel, priority, delay, eta, max_retries, timeout
         )
-        prepared = self._prepare(call)
+        task = self._prepare(call)
+        parents = () if call.parent is None else self._validator.parents(call)
         future: asyncio.Future[int] = loop.create_future()
-        ref = TaskRef(self, creation=future, name=prepared.task.name)
-        item = PendingCreation(prepared, ref, future, contextvars.copy_context())
+        ref = TaskRef(self, creation=future, name=task.name)
+        item = PendingCreation(task, parents, ref, future, contextvars.copy_context())
         if _running_loop() is loop:
             self._accept(item)
         else:
@@ -236,7 +237,9 @@ class TaskQueue:
         call = as_call(
             func, args, kwargs, parent, name, channel, priority, delay, eta, max_retries, timeout
         )
-        [ref] = await self._create_now([self._prepare(call)], transaction)
+        task = self._prepare(call)
+        parents = None if call.parent is None else [self._validator.parents(call)]
+        [ref] = await self._create_now([task], parents, transaction)
         return ref
 
     async def enqueue_many(
@@ -252,19 +255,26 @@ class TaskQueue:
             raise InvalidTaskError(
                 f"enqueue_many takes a list of TaskCall, got {type(calls).__name__}"
             )
-        prepared: list[Prepared] = []
+        tasks: list[NewTask] = []
+        parents: list[tuple[TaskRef | int, ...]] | None = None  # None while no call has any
         for position, call in enumerate(calls):
             if not isinstance(call, TaskCall):
                 raise InvalidTaskError(
                     f"enqueue_many: item {position} is a {type(call).__name__}, not a TaskCall"
                 )
             try:
-                prepared.append(self._prepare(call))
+                tasks.append(self._prepare(call))
             except InvalidTaskError as exc:
                 raise type(exc)(f"enqueue_many: item {position}: {exc.message}") from exc
-        if not prepared:
+            if call.parent is not None:
+                if parents is None:
+                    parents = [()] * position
+                parents.append(self._validator.parents(call))
+            elif parents is not None:
+                parents.append(())
+        if not tasks:
             return []
-        return await self._create_now(prepared, transaction)
+        return await self._create_now(tasks, parents, transaction)
 
     async def flush(self) -> None:
         """Wait until every ``add_task`` made so far is written (or has failed on its ref)."""
@@ -384,12 +394,20 @@ class TaskQueue:
 
     # -- creation internals --------------------------------------------------------------
 
-    def _prepare(self, call: TaskCall | CallSpec) -> Prepared:
+    def _prepare(self, call: TaskCall | CallSpec) -> NewTask:
         return self._validator.prepare(call, self.config, self.codec)
 
-    async def _create_now(self, prepared: list[Prepared], transaction: Any) -> list[TaskRef]:
-        created = await self._writer.create_now(prepared, transaction, self._check_open)
-        return [TaskRef(self, task_id=task_id, name=task.name) for task, task_id in created]
+    async def _create_now(
+        self,
+        tasks: list[NewTask],
+        parents: list[tuple[TaskRef | int, ...]] | None,
+        transaction: Any,
+    ) -> list[TaskRef]:
+        ids = await self._writer.create_now(tasks, parents, transaction, self._check_open)
+        return [
+            TaskRef(self, task_id=task_id, name=task.name)
+            for task, task_id in zip(tasks, ids, strict=True)
+        ]
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -2,8 +2,9 @@
 
 ``Validator.prepare`` is the one gate every creation passes (``add_task``, ``enqueue``,
 ``enqueue_many``): it checks the function (storable, not a coroutine object, accepts the
-arguments), the options and the parents, copies the arguments to plain JSON, and returns a
-``Prepared`` task whose parents may still be pending refs. Anything wrong raises at once,
+arguments), the options and the parents, copies the arguments to plain JSON, and returns
+the ``NewTask`` (without parents: ``Validator.parents`` gives them, refs possibly still
+pending). Anything wrong raises at once,
 naming the function and what is wrong: ``FunctionNotSerializable``,
 ``ArgumentNotSerializable`` or ``InvalidTaskError``. A prepared task fits the storage
 columns (``taskqueue_core.limits``), so the background writer never meets a refusable value.
@@ -13,13 +14,13 @@ columns (``taskqueue_core.limits``), so the background writer never meets a refu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
 import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,15 +42,7 @@ from taskqueue_core.limits import (
 from taskqueue_core.models import FunctionRef, NewTask
 from taskqueue_core.ref import TaskRef
 
-__all__ = ["Prepared", "Validator", "check_channel", "check_task_id", "check_task_ids"]
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A validated task, its parents still unresolved (refs may be pending)."""
-
-    task: NewTask
-    parents: tuple[TaskRef | int, ...]
+__all__ = ["Validator", "check_channel", "check_task_id", "check_task_ids"]
 
 
 class Validator:
@@ -67,11 +60,12 @@ class Validator:
 
     def prepare(
         self, call: TaskCall | CallSpec, config: QueueConfig, codec: FunctionCodec
-    ) -> Prepared:
+    ) -> NewTask:
         """Check ``call`` and build its task (defaults from ``config``, function by ``codec``).
 
-        Raises ``FunctionNotSerializable``, ``ArgumentNotSerializable`` or
-        ``InvalidTaskError``, naming the function and the argument or option at fault.
+        The task has no parents yet: ``parents(call)`` gives them (checked here). Raises
+        ``FunctionNotSerializable``, ``ArgumentNotSerializable`` or ``InvalidTaskError``,
+        naming the function and the argument or option at fault.
         """
         func = call.func
         info = self._known(func)
@@ -99,20 +93,25 @@ class Validator:
             info = self._remember(func, label, ref, info)
         if not info.accepts(len(args), kwargs):
             info.bind(label, args, kwargs)
-        task = NewTask(
-            name=info.name if call.name is None else call.name,
-            function=ref,
-            args=args,
-            kwargs=kwargs,
-            context={},
-            channel=channel,
-            priority=priority,
-            max_retries=max_retries,
-            timeout=timeout,
-            date_scheduled=scheduled,
+        task = _new_task(
+            info.name if call.name is None else call.name,
+            ref,
+            args,
+            kwargs,
+            channel,
+            priority,
+            max_retries,
+            timeout,
+            scheduled,
         )
-        parent = call.parent
-        return Prepared(task, () if parent is None else _check_parents(parent, label))
+        if call.parent is not None:
+            _check_parents(call.parent, label)
+        return task
+
+    @staticmethod
+    def parents(call: TaskCall | CallSpec) -> tuple[TaskRef | int, ...]:
+        """The parents ``call`` names, each once (``prepare`` checked them)."""
+        return () if call.parent is None else _check_parents(call.parent, "")
 
     def _known(self, func: Any) -> _Function | None:
         entry = self._functions.get(id(func))
@@ -307,6 +306,98 @@ def check_channel(channel: Any, label: str | None = None) -> str:
             f"characters, got {channel!r}"
         )
     return channel
+
+
+# ``NewTask`` is a frozen dataclass with slots: its ``__init__`` sets each of its twelve fields
+# through ``object.__setattr__``, about 2 us per task, the largest single cost of a creation.
+# ``_new_task`` sets them itself through the slots' descriptors, which is what that
+# ``__init__`` ends up doing, in a third of the time. Only while ``NewTask`` is exactly what
+# this expects (these fields, all in slots, no ``__post_init__``); else it calls the class.
+_NEW_TASK_FIELDS = (
+    "name",
+    "function",
+    "args",
+    "kwargs",
+    "context",
+    "parent_ids",
+    "batch_parents",
+    "channel",
+    "priority",
+    "max_retries",
+    "timeout",
+    "date_scheduled",
+)
+
+
+def _slot_setters() -> tuple[Callable[[NewTask, Any], None], ...] | None:
+    fields = tuple(field.name for field in dataclasses.fields(NewTask))
+    slots = getattr(NewTask, "__slots__", ())
+    if (
+        fields != _NEW_TASK_FIELDS
+        or tuple(slots) != fields
+        or hasattr(NewTask, "__post_init__")
+        or NewTask.__new__ is not object.__new__
+    ):
+        return None
+    return tuple(getattr(NewTask, field).__set__ for field in fields)
+
+
+_SLOT_SETTERS = _slot_setters()
+
+
+def _new_task(
+    name: str,
+    function: FunctionRef,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    channel: str,
+    priority: int,
+    max_retries: int,
+    timeout: float | None,
+    date_scheduled: datetime | None,
+) -> NewTask:
+    """``NewTask(...)`` with these fields, an empty context and no parents."""
+    if _SLOT_SETTERS is None:
+        return NewTask(
+            name=name,
+            function=function,
+            args=args,
+            kwargs=kwargs,
+            context={},
+            channel=channel,
+            priority=priority,
+            max_retries=max_retries,
+            timeout=timeout,
+            date_scheduled=date_scheduled,
+        )
+    (
+        set_name,
+        set_function,
+        set_args,
+        set_kwargs,
+        set_context,
+        set_parent_ids,
+        set_batch_parents,
+        set_channel,
+        set_priority,
+        set_max_retries,
+        set_timeout,
+        set_date_scheduled,
+    ) = _SLOT_SETTERS
+    task: NewTask = object.__new__(NewTask)
+    set_name(task, name)
+    set_function(task, function)
+    set_args(task, args)
+    set_kwargs(task, kwargs)
+    set_context(task, {})
+    set_parent_ids(task, ())
+    set_batch_parents(task, ())
+    set_channel(task, channel)
+    set_priority(task, priority)
+    set_max_retries(task, max_retries)
+    set_timeout(task, timeout)
+    set_date_scheduled(task, date_scheduled)
+    return task
 
 
 def _check_callable(func: Any) -> None:

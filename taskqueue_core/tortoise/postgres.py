@@ -557,42 +557,98 @@ RETURNING p.id, p.state
 # statement has no join, so its cost is linear in the batch and its estimates cannot explode.
 # (Joining CTEs on positions made PostgreSQL guess millions of rows for a few thousand,
 # which switched JIT compilation on: most of the time of a 5,000-task batch went there.)
-_CREATE_COLUMNS = (
-    ("name", "$2::text[]"),
-    ("module_name", "$3::text[]"),
-    ("function_name", "$4::text[]"),
-    ("serialized_function", "$5::bytea[]"),
-    ("signature", "$6::text[]"),
-    ("channel", "$7::text[]"),
-    ("priority", "$8::int[]"),
-    ("max_retries", "$9::int[]"),
-    ("timeout", "$10::float8[]"),
-    ("scheduled", "$11::timestamptz[]"),
-    ("state", "$12::text[]"),
-    ("pending", "$13::int[]"),
-    ("parent_id", "$14::bigint[]"),
-    ("parent_pos", "$15::int[]"),
-    ("cause_id", "$16::bigint[]"),
-    ("cause_pos", "$17::int[]"),
+#
+# Two statements share these parameters: ``_CREATE_FREE_SQL`` for a batch in which no task
+# has a parent (every task starts enqueued: no edges, no states to compute, and the NOTIFY
+# payloads come from the caller), and ``_CREATE_SQL`` for any batch.
+# (column, parameter, SQL of the value from the array element ``{}``). Every array travels as
+# text[] (and the ids come back as text): arrays of any other type make asyncpg look their
+# types up in the catalog on every new connection, a query of ~10 ms.
+_TASK_COLUMNS_PARAMS = (
+    ("name", "$2::text[]", "{}"),
+    ("module_name", "$3::text[]", "{}"),
+    ("function_name", "$4::text[]", "{}"),
+    ("serialized_function", "$5::text[]", "decode({}, 'hex')"),
+    ("signature", "$6::text[]", "{}"),
+    ("channel", "$7::text[]", "{}"),
+    ("priority", "$8::text[]", "{}::int"),
+    ("max_retries", "$9::text[]", "{}::int"),
+    ("timeout", "$10::text[]", "{}::float8"),
+    ("scheduled", "$11::text[]", "{}::timestamptz"),
 )
 # The JSON columns: a document (a JSON array, one element per task) or, when it is NULL, a
 # constant for every task.
-_CREATE_JSON = (("args", "$18", "$19"), ("kwargs", "$20", "$21"), ("context", "$22", "$23"))
+_JSON_COLUMNS_PARAMS = (
+    ("args", "$12", "$13"),
+    ("kwargs", "$14", "$15"),
+    ("context", "$16", "$17"),
+)
+# The columns of ``_CREATE_SQL`` only: each task's state and parents (see ``_plan``).
+_PLAN_COLUMNS_PARAMS = (
+    ("state", "$18::text[]", "{}"),
+    ("pending", "$19::text[]", "{}::int"),
+    ("parent_id", "$20::text[]", "{}::bigint"),
+    ("parent_pos", "$21::text[]", "{}::int"),
+    ("cause_id", "$22::text[]", "{}::bigint"),
+    ("cause_pos", "$23::text[]", "{}::int"),
+)
 
-
-def _column_sql(column: str) -> str:
-    """``column`` of row ``v``: the one element of its array when it has one, else the row's."""
-    param = dict(_CREATE_COLUMNS)[column]
-    return f"CASE WHEN cardinality({param}) = 1 THEN ({param})[1] ELSE v.{column} END AS {column}"
-
-
-_CREATE_SQL = """
-WITH ids AS (
+_NEW_IDS_CTE = """ids AS (
     SELECT array_agg(s.id ORDER BY s.id) AS a
     FROM (
         SELECT nextval('queued_tasks_id_seq'::regclass) AS id FROM generate_series(1, $1::int)
     ) AS s
-),
+)"""
+
+
+def _rows_sql(columns: Sequence[tuple[str, str, str]]) -> str:
+    """``FROM`` items giving row ``r`` of every task: its ``ord`` (1-based) and ``columns``,
+    each the one element of its array when it has one, else the task's own."""
+    unnest = [f"unnest({param})" for _, param, _ in columns]
+    unnest += [f"json_array_elements({document}::json)" for _, document, _ in _JSON_COLUMNS_PARAMS]
+    aliases = [column for column, _, _ in columns]
+    aliases += [column for column, _, _ in _JSON_COLUMNS_PARAMS]
+    values = ["v.ord"]
+    values += [
+        value.format(f"CASE WHEN cardinality({param}) = 1 THEN ({param})[1] ELSE v.{column} END")
+        + f" AS {column}"
+        for column, param, value in columns
+    ]
+    values += [
+        f"COALESCE(v.{column}::jsonb, {constant}::jsonb) AS {column}"
+        for column, _, constant in _JSON_COLUMNS_PARAMS
+    ]
+    separator = ",\n        "
+    return f"""ROWS FROM (
+        generate_series(1, $1::int),
+        {separator.join(unnest)}
+    ) AS v(ord, {", ".join(aliases)}),
+    LATERAL (SELECT
+        {separator.join(values)}
+    ) AS r"""
+
+
+_CREATE_FREE_SQL = f"""
+WITH {_NEW_IDS_CTE},
+ins AS (
+    INSERT INTO queued_tasks (
+        id, name, module_name, function_name, serialized_function, signature, state,
+        args, kwargs, context, pending_parents, channel, priority, retry_count,
+        max_retries, timeout, date_enqueued, date_scheduled
+    )
+    SELECT
+        ids.a[r.ord], r.name, r.module_name, r.function_name, r.serialized_function,
+        r.signature, 'enqueued', r.args, r.kwargs, r.context, 0, r.channel, r.priority, 0,
+        r.max_retries, r.timeout, now(), COALESCE(r.scheduled, now())
+    FROM ids, {_rows_sql(_TASK_COLUMNS_PARAMS)}
+)
+SELECT
+    (SELECT array_to_string(a, ',') FROM ids) AS ids,
+    (SELECT count(pg_notify($18, p)) FROM unnest($19::text[]) AS p) AS notified
+"""
+
+_CREATE_SQL = f"""
+WITH {_NEW_IDS_CTE},
 ins AS (
     INSERT INTO queued_tasks (
         id, name, module_name, function_name, serialized_function, signature, state,
@@ -601,64 +657,39 @@ ins AS (
         date_failed, date_cancelled, date_ended, exception_name, exception_message
     )
     SELECT
-        ids.a[v.ord], r.name, r.module_name, r.function_name, r.serialized_function,
+        ids.a[r.ord], r.name, r.module_name, r.function_name, r.serialized_function,
         r.signature, r.state, r.args, r.kwargs, r.context, NULL,
         COALESCE(r.parent_id, ids.a[r.parent_pos]), r.pending, r.channel, r.priority,
         0, r.max_retries, r.timeout, now(), COALESCE(r.scheduled, now()),
         CASE WHEN r.state = 'failed' THEN now() END,
         CASE WHEN r.state = 'cancelled' THEN now() END,
         CASE WHEN r.state IN ('failed', 'cancelled') THEN now() END,
-        CASE r.state WHEN 'failed' THEN '{parent_failed}'
-                     WHEN 'cancelled' THEN '{parent_cancelled}' END,
+        CASE r.state WHEN 'failed' THEN '{PARENT_FAILED}'
+                     WHEN 'cancelled' THEN '{PARENT_CANCELLED}' END,
         CASE r.state
             WHEN 'failed' THEN format(
                 'parent task %s failed', COALESCE(r.cause_id, ids.a[r.cause_pos]))
             WHEN 'cancelled' THEN format(
                 'parent task %s was cancelled', COALESCE(r.cause_id, ids.a[r.cause_pos]))
         END
-    FROM ids, ROWS FROM (
-        generate_series(1, $1::int),
-        {unnest}
-    ) AS v(ord, {aliases}),
-    LATERAL (SELECT
-        {columns}
-    ) AS r
+    FROM ids, {_rows_sql(_TASK_COLUMNS_PARAMS + _PLAN_COLUMNS_PARAMS)}
     RETURNING id, state, channel
 ),
 edges AS (
     INSERT INTO queued_task_dependencies (task_id, parent_id)
-    SELECT ids.a[e.child_pos], COALESCE(e.parent_id, ids.a[e.parent_pos])
-    FROM ids, unnest($24::int[], $25::bigint[], $26::int[]) AS e(child_pos, parent_id, parent_pos)
+    SELECT ids.a[e.child_pos::int], COALESCE(e.parent_id::bigint, ids.a[e.parent_pos::int])
+    FROM ids, unnest($24::text[], $25::text[], $26::text[]) AS e(child_pos, parent_id, parent_pos)
 ),
 ended AS (SELECT id FROM ins WHERE state IN ('failed', 'cancelled')),
 ready AS (SELECT DISTINCT channel FROM ins WHERE state = 'enqueued'),
 control AS (SELECT NULL::bigint AS id WHERE false),
-{notes}
+{_NOTES_CTE}
 SELECT
-    (SELECT a FROM ids) AS ids,
-    ARRAY(SELECT id FROM ended) AS ended,
-    ARRAY(SELECT channel FROM ready) AS ready,
-    {notify}
-""".format(
-    parent_failed=PARENT_FAILED,
-    parent_cancelled=PARENT_CANCELLED,
-    unnest=",\n        ".join(
-        [f"unnest({param})" for _, param in _CREATE_COLUMNS]
-        + [f"json_array_elements({document}::json)" for _, document, _ in _CREATE_JSON]
-    ),
-    aliases=", ".join(
-        [column for column, _ in _CREATE_COLUMNS] + [column for column, _, _ in _CREATE_JSON]
-    ),
-    columns=",\n        ".join(
-        [_column_sql(column) for column, _ in _CREATE_COLUMNS]
-        + [
-            f"COALESCE(v.{column}::jsonb, {constant}::jsonb) AS {column}"
-            for column, _, constant in _CREATE_JSON
-        ]
-    ),
-    notes=_NOTES_CTE,
-    notify=_notify_column("$27"),
-)
+    (SELECT array_to_string(a, ',') FROM ids) AS ids,
+    ARRAY(SELECT id::text FROM ended) AS ended,
+    ARRAY(SELECT channel::text FROM ready) AS ready,
+    {_notify_column("$27")}
+"""
 
 # One task without parents, the most common creation (``enqueue`` of a single task): a plain
 # INSERT of scalars, no arrays to decode, the NOTIFY payload built by the caller.
@@ -670,7 +701,7 @@ WITH ins AS (
         max_retries, timeout, date_enqueued, date_scheduled
     ) VALUES (
         $1, $2, $3, $4, $5, 'enqueued', $6::text::jsonb, $7::text::jsonb, $8::text::jsonb,
-        0, $9, $10, 0, $11, $12, now(), COALESCE($13::timestamptz, now())
+        0, $9, $10, 0, $11, $12::text::float8, now(), COALESCE($13::text::timestamptz, now())
     )
     RETURNING id
 )
@@ -963,7 +994,8 @@ class _Prepared:
     args: str
     kwargs: str
     context: str
-    scheduled: datetime | None
+    timeout: str | None
+    scheduled: str | None
 
 
 def _prepare(tasks: Sequence[NewTask]) -> list[_Prepared]:
@@ -988,6 +1020,9 @@ def _prepare(tasks: Sequence[NewTask]) -> list[_Prepared]:
         _check_int32(new.max_retries, f"{what}: max_retries")
         if new.max_retries < 0:
             raise InvalidTaskError(f"{what}: max_retries must be 0 or more")
+        timeout = _float_text(new.timeout)
+        if new.timeout is not None and timeout is None:
+            raise InvalidTaskError(f"{what}: timeout must be a number, got {new.timeout!r}")
         prepared.append(
             _Prepared(
                 new=new,
@@ -996,7 +1031,8 @@ def _prepare(tasks: Sequence[NewTask]) -> list[_Prepared]:
                 args=_encode(list(new.args), f"{what}: args"),
                 kwargs=_encode(new.kwargs, f"{what}: kwargs"),
                 context=_encode(new.context, f"{what}: context"),
-                scheduled=None if new.date_scheduled is None else _utc(new.date_scheduled),
+                timeout=timeout,
+                scheduled=_time_text(new.date_scheduled),
             )
         )
     return prepared
@@ -1034,8 +1070,8 @@ class _Batch:
     channels: list[str]
     priorities: list[int]
     max_retries: list[int]
-    timeouts: list[float | None]
-    scheduled: list[datetime | None]
+    timeouts: list[str | None]
+    scheduled: list[str | None]
     args: tuple[str | None, str | None]
     kwargs: tuple[str | None, str | None]
     context: tuple[str | None, str | None]
@@ -1052,6 +1088,32 @@ class _Batch:
             return constant
         assert document is not None
         return document[1:-1]  # "[<the one element>]"
+
+
+def _ids(text: str) -> list[int]:
+    """The ids of a creation statement, sent as text (``1,2,3``; see ``_TASK_COLUMNS_PARAMS``)."""
+    return list(map(int, text.split(",")))
+
+
+def _float_text(value: Any) -> str | None:
+    """A float column's value as text (exactly: ``repr`` round-trips); None for None, and
+    for anything that is no number (bools included) or too large to be a float."""
+    if value is None or (type(value) is not float and type(value) is not int):
+        return None
+    try:
+        return repr(float(value))
+    except OverflowError:
+        return None
+
+
+def _time_text(value: datetime | None) -> str | None:
+    """A timestamptz column's value as text (ISO 8601, in UTC)."""
+    return None if value is None else _utc(value).isoformat()
+
+
+def _texts(values: Sequence[int | None]) -> list[str | None]:
+    """Integers as the text[] elements of a creation statement."""
+    return [None if value is None else str(value) for value in values]
 
 
 def _one_or_each(values: Sequence[T]) -> list[T]:
@@ -1072,7 +1134,7 @@ def _batch(tasks: Sequence[NewTask]) -> _Batch:
     names the first task at fault with the same message either way. Raises
     ``InvalidTaskError`` or ``ArgumentNotSerializable``.
     """
-    batch = _batch_by_column(tasks)
+    batch = _batch_of_one(tasks[0]) if len(tasks) == 1 else _batch_by_column(tasks)
     if batch is None:
         batch = _batch_by_task(_prepare(tasks))
     return batch
@@ -1094,22 +1156,86 @@ _TASK_FIELDS = operator.attrgetter(
 )
 
 
-def _batch_by_column(tasks: Sequence[NewTask]) -> _Batch | None:
-    """The batch, or None when a column holds anything but the plain, valid values."""
+def _batch_of_one(new: NewTask) -> _Batch | None:
+    """The batch of ``new`` alone (``_batch_by_column``'s checks, on one task's fields)."""
     (
-        names,
-        functions,
-        channels,
-        priorities,
+        name,
+        function,
+        channel,
+        priority,
         max_retries,
-        timeouts,
+        timeout,
         scheduled,
         args,
         kwargs,
         context,
         parent_ids,
         batch_parents,
-    ) = zip(*map(_TASK_FIELDS, tasks), strict=True)
+    ) = _TASK_FIELDS(new)
+    if (
+        type(name) is not str
+        or len(name) > NAME_MAX
+        or type(channel) is not str
+        or not channel
+        or len(channel) > CHANNEL_MAX
+        or type(priority) is not int
+        or not _INT32[0] <= priority <= _INT32[1]
+        or type(max_retries) is not int
+        or not 0 <= max_retries <= _INT32[1]
+        or (scheduled is not None and type(scheduled) is not datetime)
+        or (timeout is not None and type(timeout) is not float and type(timeout) is not int)
+        or (type(args) is not list and type(args) is not tuple)
+        or type(kwargs) is not dict
+        or type(context) is not dict
+        or parent_ids
+        or batch_parents
+        or not _function_fits(function)
+    ):
+        return None
+    try:
+        texts = (
+            _JSON.encode(args) if args else "[]",
+            _JSON.encode(kwargs) if kwargs else "{}",
+            _JSON.encode(context) if context else "{}",
+        )
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if any(_has_nul(text) for text in texts):
+        return None
+    timeout_text = _float_text(timeout)
+    if timeout is not None and timeout_text is None:
+        return None
+    # One task: each JSON column is its constant.
+    return _Batch(
+        count=1,
+        names=[name],
+        functions=[function],
+        channels=[channel],
+        priorities=[priority],
+        max_retries=[max_retries],
+        timeouts=[timeout_text],
+        scheduled=[_time_text(scheduled)],
+        args=(None, texts[0]),
+        kwargs=(None, texts[1]),
+        context=(None, texts[2]),
+        parents=None,
+        all_names=[name],
+    )
+
+
+def _batch_by_column(tasks: Sequence[NewTask]) -> _Batch | None:
+    """The batch, or None when a column holds anything but the plain, valid values."""
+    # (A list per column, not a tuple per task: no object per task to allocate and collect.)
+    names = [t.name for t in tasks]
+    functions = [t.function for t in tasks]
+    channels = [t.channel for t in tasks]
+    priorities = [t.priority for t in tasks]
+    max_retries = [t.max_retries for t in tasks]
+    timeouts = [t.timeout for t in tasks]
+    scheduled = [t.date_scheduled for t in tasks]
+    args = [t.args for t in tasks]
+    kwargs = [t.kwargs for t in tasks]
+    context = [t.context for t in tasks]
     # Types first, over every value: equal values of other types (3.0 == 3 == True) must
     # not hide behind a first value that passes.
     if (
@@ -1118,6 +1244,7 @@ def _batch_by_column(tasks: Sequence[NewTask]) -> _Batch | None:
         or set(map(type, priorities)) != {int}
         or set(map(type, max_retries)) != {int}
         or not set(map(type, scheduled)) <= {_NONE_TYPE, datetime}
+        or not set(map(type, timeouts)) <= {_NONE_TYPE, int, float}
         or not set(map(type, args)) <= {list, tuple}
         or set(map(type, kwargs)) != {dict}
         or set(map(type, context)) != {dict}
@@ -1140,7 +1267,7 @@ def _batch_by_column(tasks: Sequence[NewTask]) -> _Batch | None:
     ):
         return None
     parents: list[tuple[list[int], list[int]]] | None = None
-    if any(parent_ids) or any(batch_parents):
+    if any([t.parent_ids for t in tasks]) or any([t.batch_parents for t in tasks]):
         try:
             parents = [_parents_of(new, position, "") for position, new in enumerate(tasks)]
         except InvalidTaskError:
@@ -1155,8 +1282,13 @@ def _batch_by_column(tasks: Sequence[NewTask]) -> _Batch | None:
         return None
     if any(document is not None and _has_nul(document) for document, _ in json_columns):
         return None
+    timeout_values = _one_or_each(timeouts)
+    timeout_column = [_float_text(timeout) for timeout in timeout_values]
+    if timeout_column.count(None) != timeout_values.count(None):
+        return None  # a timeout too large for a float (_prepare names it)
+    scheduled_column: list[str | None] = [None]
     if scheduled.count(None) != len(scheduled):
-        scheduled = tuple(None if when is None else _utc(when) for when in scheduled)
+        scheduled_column = _one_or_each([_time_text(when) for when in scheduled])
     return _Batch(
         count=len(names),
         names=name_column,
@@ -1164,8 +1296,8 @@ def _batch_by_column(tasks: Sequence[NewTask]) -> _Batch | None:
         channels=channel_column,
         priorities=priority_column,
         max_retries=retries_column,
-        timeouts=_one_or_each(timeouts),
-        scheduled=_one_or_each(scheduled),
+        timeouts=timeout_column,
+        scheduled=scheduled_column,
         args=json_columns[0],
         kwargs=json_columns[1],
         context=json_columns[2],
@@ -1176,13 +1308,13 @@ def _batch_by_column(tasks: Sequence[NewTask]) -> _Batch | None:
 
 def _function_fits(ref: FunctionRef) -> bool:
     """True when the columns of ``ref`` hold it (text of the column sizes, or NULL)."""
-    return type(ref) is FunctionRef and all(
-        value is None or (type(value) is str and len(value) <= limit)
-        for value, limit in (
-            (ref.module_name, NAME_MAX),
-            (ref.function_name, NAME_MAX),
-            (ref.signature, SIGNATURE_MAX),
-        )
+    if type(ref) is not FunctionRef:
+        return False
+    module, name, signature = ref.module_name, ref.function_name, ref.signature
+    return (
+        (module is None or (type(module) is str and len(module) <= NAME_MAX))
+        and (name is None or (type(name) is str and len(name) <= NAME_MAX))
+        and (signature is None or (type(signature) is str and len(signature) <= SIGNATURE_MAX))
     )
 
 
@@ -1208,7 +1340,7 @@ def _batch_by_task(prepared: list[_Prepared]) -> _Batch:
         channels=_one_or_each([n.channel for n in news]),
         priorities=_one_or_each([n.priority for n in news]),
         max_retries=_one_or_each([n.max_retries for n in news]),
-        timeouts=_one_or_each([n.timeout for n in news]),
+        timeouts=_one_or_each([item.timeout for item in prepared]),
         scheduled=_one_or_each([item.scheduled for item in prepared]),
         args=("[" + ",".join(item.args for item in prepared) + "]", None),
         kwargs=("[" + ",".join(item.kwargs for item in prepared) + "]", None),
@@ -1544,30 +1676,29 @@ class PostgresRepository:
         self, conn: asyncpg.Connection, batch: _Batch, *, own_transaction: bool
     ) -> list[int]:
         if batch.parents is None:
+            # No parent at all: one statement, atomic on its own.
             if batch.count == 1:
                 return [await self._create_one(conn, batch)]
-            # No parent outside the batch: one statement, atomic on its own.
+            return await self._create_free(conn, batch)
+        existing = sorted({parent for ids, _ in batch.parents for parent in ids})
+        if not existing:
             row = await conn.fetchrow(_CREATE_SQL, *self._create_args(batch, {}))
         else:
-            existing = sorted({parent for ids, _ in batch.parents for parent in ids})
-            if not existing:
-                row = await conn.fetchrow(_CREATE_SQL, *self._create_args(batch, {}))
-            else:
-                transaction = conn.transaction() if own_transaction else contextlib.nullcontext()
-                async with transaction:
-                    rows = await conn.fetch(_TOUCH_SQL, existing)
-                    states = {r[0]: r[1] for r in rows}
-                    for position, (parent_ids, _) in enumerate(batch.parents):
-                        for parent_id in parent_ids:
-                            if parent_id not in states:
-                                raise UnknownParent(
-                                    f"task {position} ({batch.all_names[position]!r}): "
-                                    f"parent task {parent_id} does not exist"
-                                )
-                    row = await conn.fetchrow(_CREATE_SQL, *self._create_args(batch, states))
+            transaction = conn.transaction() if own_transaction else contextlib.nullcontext()
+            async with transaction:
+                rows = await conn.fetch(_TOUCH_SQL, existing)
+                states = {r[0]: r[1] for r in rows}
+                for position, (parent_ids, _) in enumerate(batch.parents):
+                    for parent_id in parent_ids:
+                        if parent_id not in states:
+                            raise UnknownParent(
+                                f"task {position} ({batch.all_names[position]!r}): "
+                                f"parent task {parent_id} does not exist"
+                            )
+                row = await conn.fetchrow(_CREATE_SQL, *self._create_args(batch, states))
         assert row is not None
-        self._emit_local(ready=row["ready"], ended=row["ended"])
-        return list(row["ids"])
+        self._emit_local(ready=row["ready"], ended=[int(i) for i in row["ended"]])
+        return _ids(row["ids"])
 
     async def _create_one(self, conn: asyncpg.Connection, batch: _Batch) -> int:
         """Insert the one task of ``batch`` (it has no parent) with ``_CREATE_ONE_SQL``."""
@@ -1604,34 +1735,56 @@ class PostgresRepository:
         task_id: int = row[0]
         return task_id
 
-    def _create_args(self, batch: _Batch, states: Mapping[int, str]) -> list[Any]:
-        """The arguments of ``_CREATE_SQL`` for ``batch``, given its existing parents' states."""
-        plan = _plan(batch, states)
+    async def _create_free(self, conn: asyncpg.Connection, batch: _Batch) -> list[int]:
+        """Insert ``batch`` (no task has a parent) with ``_CREATE_FREE_SQL``."""
+        channels = sorted(set(batch.channels))
+        notify = self._notify
+        payloads: list[str] = []
+        if notify is not None:
+            payloads = encode_event(Event("created", channels=tuple(channels)))
+        row = await conn.fetchrow(_CREATE_FREE_SQL, *self._columns_args(batch), notify, payloads)
+        assert row is not None
+        self._emit_local(ready=channels)
+        return _ids(row[0])
+
+    @staticmethod
+    def _columns_args(batch: _Batch) -> list[Any]:
+        """The arguments ``$1`` to ``$17`` of the creation statements: the tasks' columns."""
         functions = batch.functions
         return [
             batch.count,
             batch.names,
             [f.module_name for f in functions],
             [f.function_name for f in functions],
-            [f.serialized_function for f in functions],
+            [
+                None if f.serialized_function is None else f.serialized_function.hex()
+                for f in functions
+            ],
             [f.signature for f in functions],
             batch.channels,
-            batch.priorities,
-            batch.max_retries,
+            _texts(batch.priorities),
+            _texts(batch.max_retries),
             batch.timeouts,
             batch.scheduled,
-            plan.states,
-            plan.pending,
-            plan.parent_id,
-            plan.parent_pos,
-            plan.cause_id,
-            plan.cause_pos,
             *batch.args,
             *batch.kwargs,
             *batch.context,
-            plan.edge_child,
-            plan.edge_parent_id,
-            plan.edge_parent_pos,
+        ]
+
+    def _create_args(self, batch: _Batch, states: Mapping[int, str]) -> list[Any]:
+        """The arguments of ``_CREATE_SQL`` for ``batch``, given its existing parents' states."""
+        plan = _plan(batch, states)
+        return [
+            *self._columns_args(batch),
+            plan.states,
+            _texts(plan.pending),
+            _texts(plan.parent_id),
+            _texts(plan.parent_pos),
+            _texts(plan.cause_id),
+            _texts(plan.cause_pos),
+            _texts(plan.edge_child),
+            _texts(plan.edge_parent_id),
+            _texts(plan.edge_parent_pos),
             self._notify,
         ]
 

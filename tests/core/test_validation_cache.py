@@ -145,9 +145,9 @@ def test_a_remembered_function_still_gets_every_check() -> None:
         validator.prepare(TaskCall(tasks.add, (1, 2), priority=1.5), config, codec)  # type: ignore[arg-type]
     with pytest.raises(ArgumentNotSerializable, match=r"^add: positional argument 1 is nan"):
         validator.prepare(TaskCall(tasks.add, (1, float("nan"))), config, codec)
-    task = validator.prepare(TaskCall(tasks.add, (1, 2), name="mine"), config, codec).task
+    task = validator.prepare(TaskCall(tasks.add, (1, 2), name="mine"), config, codec)
     assert (task.name, task.args) == ("mine", [1, 2])
-    task = validator.prepare(TaskCall(tasks.add, (1, 2)), config, codec).task
+    task = validator.prepare(TaskCall(tasks.add, (1, 2)), config, codec)
     assert task.name == "tests.core.tasks.add"
 
 
@@ -174,3 +174,28 @@ def test_plain_values_are_copied_as_they_are_and_the_rest_as_json() -> None:
     assert to_json_kwargs({"k": Color.RED, "s": "v"}, "f") == {"k": 1, "s": "v"}
     with pytest.raises(ArgumentNotSerializable, match=r"^f: keyword names must be strings"):
         to_json_kwargs({1: 2}, "f")
+
+
+def test_the_task_validation_builds_equals_the_dataclass_built_the_usual_way() -> None:
+    from taskqueue_core import validation
+    from taskqueue_core.models import NewTask
+
+    assert validation._SLOT_SETTERS is not None  # the quick way applies to NewTask as it is
+    ref = FunctionCodec("k").dump(tasks.add)
+    built = validation._new_task("n", ref, [1], {"k": 2}, "c", 3, 4, 5.0, None)
+    assert built == NewTask(
+        name="n",
+        function=ref,
+        args=[1],
+        kwargs={"k": 2},
+        context={},
+        channel="c",
+        priority=3,
+        max_retries=4,
+        timeout=5.0,
+        date_scheduled=None,
+    )
+    with pytest.raises(AttributeError):
+        built.name = "changed"  # type: ignore[misc]
+    built.context["hook"] = 1  # what pre_create hooks do
+    assert built.context == {"hook": 1}

@@ -101,6 +101,30 @@ async def test_every_task_of_a_batch_is_stored_as_given(
         _stored_as_given(new, task)
 
 
+def test_mixed_batches_take_the_column_path() -> None:
+    # (So that the test above covers it: anything unusual takes the task-by-task path.)
+    assert postgres._batch_by_column(_mixed(300)) is not None
+    assert postgres._batch_of_one(_mixed(1)[0]) is not None
+
+
+class Name(str):
+    """A str subclass: valid, but the column checks leave it to the task-by-task path."""
+
+
+async def test_unusual_values_take_the_task_path_and_are_stored_as_given(
+    repo: PostgresRepository,
+) -> None:
+    given = _mixed(5)
+    given[2] = NewTask(Name("named"), BY_PATH, args=(1, "two"), kwargs={"k": Name("v")})
+    assert postgres._batch_by_column(given) is None
+    ids = await repo.create_tasks(given)
+    stored = await repo.get_tasks(ids)
+    for new, task in zip(given, stored, strict=True):
+        _stored_as_given(new, task)
+    [single] = await repo.get_tasks(await repo.create_tasks([given[2]]))
+    _stored_as_given(given[2], single)
+
+
 async def test_a_uniform_batch_is_stored_as_given(repo: PostgresRepository) -> None:
     given = [NewTask("same", SIGNED, args=[], channel="uniform") for _ in range(50)]
     ids = await repo.create_tasks(given)
@@ -135,6 +159,8 @@ async def test_json_values_python_finds_equal_stay_distinct(repo: PostgresReposi
         ({"context": {"x": object()}}, ArgumentNotSerializable, r"task 3 \('t3'\): context"),
         ({"batch_parents": (5,)}, InvalidTaskError, r"task 3 \('t3'\): batch_parents entry 5"),
         ({"parent_ids": ("1",)}, InvalidTaskError, r"task 3 \('t3'\): parent id '1'"),
+        ({"timeout": "5"}, InvalidTaskError, r"task 3 \('t3'\): timeout must be a number"),
+        ({"timeout": 10**400}, InvalidTaskError, r"task 3 \('t3'\): timeout must be a number"),
     ],
 )
 async def test_a_bad_task_is_named_by_position_and_nothing_is_written(
@@ -200,14 +226,18 @@ async def test_a_large_batch_is_one_linear_statement(
     # The plan of a 50,000-task batch: no join (positions are array subscripts), and an
     # estimated cost far below the point where PostgreSQL would JIT-compile it.
     batch = postgres._batch([NewTask("t", BY_PATH, args=[i]) for i in range(50_000)])
-    arguments = repo._create_args(batch, {})
     jit_above = float(await db.fetchval("SHOW jit_above_cost"))
+    statements = [
+        (postgres._CREATE_SQL, repo._create_args(batch, {})),
+        (postgres._CREATE_FREE_SQL, [*repo._columns_args(batch), "queue_new_task", ["{}"]]),
+    ]
     for mode in ("auto", "force_generic_plan"):
         await db.execute(f"SET plan_cache_mode = {mode}")
-        statement = await db.prepare("EXPLAIN (FORMAT JSON) " + postgres._CREATE_SQL)
-        plan = json.loads(await statement.fetchval(*arguments))[0]["Plan"]
-        assert plan["Total Cost"] < jit_above / 10, plan["Total Cost"]
-        assert not _node_types(plan) & {"Hash Join", "Merge Join"}, plan
+        for sql, arguments in statements:
+            statement = await db.prepare("EXPLAIN (FORMAT JSON) " + sql)
+            plan = json.loads(await statement.fetchval(*arguments))[0]["Plan"]
+            assert plan["Total Cost"] < jit_above / 10, plan["Total Cost"]
+            assert not _node_types(plan) & {"Hash Join", "Merge Join"}, plan
     started = datetime.now(UTC)
     ids = await repo.create_tasks([NewTask("t", BY_PATH, args=[i]) for i in range(20_000)])
     assert len(set(ids)) == 20_000 and ids == sorted(ids)

@@ -1,9 +1,9 @@
 """TaskCall: one task to create, as the caller describes it (function, arguments, options).
 
 ``TaskQueue.add_task``/``enqueue`` take the function, its arguments and the options as
-their own parameters; ``enqueue_many`` takes a list of ``TaskCall``. Both end up here, as a
-``TaskCall`` or as its lighter twin ``CallSpec``, which is what validation reads. Nothing in
-this module checks a value: see ``taskqueue_core.validation``.
+their own parameters (or one ``TaskCall``); ``enqueue_many`` takes a list of ``TaskCall``.
+Nothing in this module checks a value (``check_alone`` only refuses a ``TaskCall`` given
+with more): see ``taskqueue_core.validation``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 from taskqueue_core.exceptions import InvalidTaskError
 from taskqueue_core.ref import TaskRef
 
-__all__ = ["RESERVED_OPTIONS", "CallSpec", "Parent", "TaskCall", "as_call"]
+__all__ = ["RESERVED_OPTIONS", "Parent", "TaskCall", "check_alone"]
 
 Parent: TypeAlias = TaskRef | int | Sequence[TaskRef | int] | None
 """What ``parent=`` accepts: a TaskRef, a task id, or a list of them (fan-in), or None."""
@@ -58,53 +58,8 @@ class TaskCall:
     timeout: float | None = None
 
 
-class CallSpec:
-    """What validation reads: a ``TaskCall``, or this lighter twin that ``add_task`` builds
-    (a frozen dataclass costs microseconds to build, and add_task is called in loops)."""
-
-    __slots__ = (
-        "args",
-        "channel",
-        "delay",
-        "eta",
-        "func",
-        "kwargs",
-        "max_retries",
-        "name",
-        "parent",
-        "priority",
-        "timeout",
-    )
-
-    def __init__(
-        self,
-        func: Callable[..., Any],
-        args: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        parent: Parent,
-        name: str | None,
-        channel: str,
-        priority: int,
-        delay: float | timedelta | None,
-        eta: datetime | None,
-        max_retries: int | None,
-        timeout: float | None,
-    ) -> None:
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
-        self.parent = parent
-        self.name = name
-        self.channel = channel
-        self.priority = priority
-        self.delay = delay
-        self.eta = eta
-        self.max_retries = max_retries
-        self.timeout = timeout
-
-
-def as_call(
-    func: Callable[..., Any] | TaskCall,
+def check_alone(
+    call: TaskCall,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     parent: Parent,
@@ -115,30 +70,22 @@ def as_call(
     eta: datetime | None,
     max_retries: int | None,
     timeout: float | None,
-) -> TaskCall | CallSpec:
-    """The parameters of ``add_task``/``enqueue`` as one call.
-
-    ``func`` may be a ``TaskCall``, then alone. Raises ``InvalidTaskError`` when a
-    ``TaskCall`` comes with arguments or options of its own.
-    """
-    if isinstance(func, TaskCall):
-        given = (
-            args
-            or kwargs
-            or parent is not None
-            or name is not None
-            or channel != "default"
-            or priority != 0
-            or delay is not None
-            or eta is not None
-            or max_retries is not None
-            or timeout is not None
-        )
-        if given:
-            raise InvalidTaskError(
-                "pass either a TaskCall alone, or a function with its arguments and options"
-            )
-        return func
-    return CallSpec(
-        func, args, kwargs, parent, name, channel, priority, delay, eta, max_retries, timeout
+) -> None:
+    """Refuse a ``TaskCall`` given to ``add_task``/``enqueue`` with arguments or options of
+    its own (``InvalidTaskError``): the call carries them all."""
+    given = (
+        args
+        or kwargs
+        or parent is not None
+        or name is not None
+        or channel != "default"
+        or priority != 0
+        or delay is not None
+        or eta is not None
+        or max_retries is not None
+        or timeout is not None
     )
+    if given:
+        raise InvalidTaskError(
+            "pass either a TaskCall alone, or a function with its arguments and options"
+        )

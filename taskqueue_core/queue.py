@@ -28,7 +28,7 @@ from typing import Any
 from loguru import logger
 
 from taskqueue_core.backends import repository_from_config
-from taskqueue_core.calls import RESERVED_OPTIONS, CallSpec, Parent, TaskCall, as_call
+from taskqueue_core.calls import RESERVED_OPTIONS, Parent, TaskCall, check_alone
 from taskqueue_core.config import QueueConfig
 from taskqueue_core.creation import MAX_BATCH_SIZE, CreationWriter, PendingCreation
 from taskqueue_core.exceptions import InvalidTaskError, QueueClosed, UnknownTask
@@ -93,6 +93,7 @@ class TaskQueue:
         self._controls: set[asyncio.Task[list[int]]] = set()
         self._watcher: EndWatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_context: contextvars.Context | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -187,14 +188,22 @@ class TaskQueue:
         self._check_open()
         loop = self._loop
         assert loop is not None
-        call = as_call(
+        task = self._prepare_one(
             func, args, kwargs, parent, name, channel, priority, delay, eta, max_retries, timeout
         )
-        task = self._prepare(call)
-        parents = () if call.parent is None else self._validator.parents(call)
+        if isinstance(func, TaskCall):
+            parent = func.parent
+        parents = () if parent is None else Validator.parents(parent)
         future: asyncio.Future[int] = loop.create_future()
         ref = TaskRef(self, creation=future, name=task.name)
-        item = PendingCreation(task, parents, ref, future, contextvars.copy_context())
+        context = contextvars.copy_context()
+        if context == self._last_context:
+            # Nothing set since the previous call (a burst): keep its snapshot alive rather
+            # than one more per task (see PendingCreation.context).
+            context = self._last_context
+        else:
+            self._last_context = context
+        item = PendingCreation(task, parents, ref, future, context)
         if _running_loop() is loop:
             self._accept(item)
         else:
@@ -234,11 +243,12 @@ class TaskQueue:
         raises, and the repository's errors (``UnknownParent``, ``RepositoryError``).
         """
         self._check_open()
-        call = as_call(
+        task = self._prepare_one(
             func, args, kwargs, parent, name, channel, priority, delay, eta, max_retries, timeout
         )
-        task = self._prepare(call)
-        parents = None if call.parent is None else [self._validator.parents(call)]
+        if isinstance(func, TaskCall):
+            parent = func.parent
+        parents = None if parent is None else [Validator.parents(parent)]
         [ref] = await self._create_now([task], parents, transaction)
         return ref
 
@@ -269,7 +279,7 @@ class TaskQueue:
             if call.parent is not None:
                 if parents is None:
                     parents = [()] * position
-                parents.append(self._validator.parents(call))
+                parents.append(Validator.parents(call.parent))
             elif parents is not None:
                 parents.append(())
         if not tasks:
@@ -394,8 +404,55 @@ class TaskQueue:
 
     # -- creation internals --------------------------------------------------------------
 
-    def _prepare(self, call: TaskCall | CallSpec) -> NewTask:
+    def _prepare(self, call: TaskCall) -> NewTask:
         return self._validator.prepare(call, self.config, self.codec)
+
+    def _prepare_one(
+        self,
+        func: Callable[..., Any] | TaskCall,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        parent: Parent,
+        name: str | None,
+        channel: str,
+        priority: int,
+        delay: float | timedelta | None,
+        eta: datetime | None,
+        max_retries: int | None,
+        timeout: float | None,
+    ) -> NewTask:
+        """The task of an ``add_task``/``enqueue`` call; ``func`` may be a ``TaskCall`` (then
+        alone). The fields go to validation as they are: no object per call to build."""
+        if isinstance(func, TaskCall):
+            check_alone(
+                func,
+                args,
+                kwargs,
+                parent,
+                name,
+                channel,
+                priority,
+                delay,
+                eta,
+                max_retries,
+                timeout,
+            )
+            return self._prepare(func)
+        return self._validator.prepare_fields(
+            func,
+            args,
+            kwargs,
+            parent,
+            name,
+            channel,
+            priority,
+            delay,
+            eta,
+            max_retries,
+            timeout,
+            self.config,
+            self.codec,
+        )
 
     async def _create_now(
         self,

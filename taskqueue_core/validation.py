@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskqueue_core.arguments import to_json_args, to_json_kwargs, type_name
-from taskqueue_core.calls import CallSpec, Parent, TaskCall
+from taskqueue_core.calls import Parent, TaskCall
 from taskqueue_core.config import QueueConfig
 from taskqueue_core.exceptions import (
     FunctionNotSerializable,
@@ -58,24 +58,56 @@ class Validator:
     def __init__(self) -> None:
         self._functions: dict[int, tuple[weakref.ref[Any], _Function]] = {}
 
-    def prepare(
-        self, call: TaskCall | CallSpec, config: QueueConfig, codec: FunctionCodec
-    ) -> NewTask:
+    def prepare(self, call: TaskCall, config: QueueConfig, codec: FunctionCodec) -> NewTask:
         """Check ``call`` and build its task (defaults from ``config``, function by ``codec``).
 
-        The task has no parents yet: ``parents(call)`` gives them (checked here). Raises
-        ``FunctionNotSerializable``, ``ArgumentNotSerializable`` or ``InvalidTaskError``,
-        naming the function and the argument or option at fault.
+        The task has no parents yet: ``parents(call.parent)`` gives them (checked here).
+        Raises ``FunctionNotSerializable``, ``ArgumentNotSerializable`` or
+        ``InvalidTaskError``, naming the function and the argument or option at fault.
         """
-        func = call.func
+        return self.prepare_fields(
+            call.func,
+            call.args,
+            call.kwargs,
+            call.parent,
+            call.name,
+            call.channel,
+            call.priority,
+            call.delay,
+            call.eta,
+            call.max_retries,
+            call.timeout,
+            config,
+            codec,
+        )
+
+    def prepare_fields(
+        self,
+        func: Callable[..., Any],
+        raw_args: Sequence[Any],
+        raw_kwargs: Mapping[str, Any],
+        parent: Parent,
+        name: str | None,
+        channel: str,
+        priority: int,
+        delay: float | timedelta | None,
+        eta: datetime | None,
+        max_retries: int | None,
+        timeout: float | None,
+        config: QueueConfig,
+        codec: FunctionCodec,
+    ) -> NewTask:
+        """``prepare`` of the call these fields describe (``add_task`` passes its own
+        parameters: no ``TaskCall`` to build per call)."""
         info = self._known(func)
         if info is None:
             _check_callable(func)
             label = getattr(func, "__qualname__", None) or type_name(func)
         else:
             label = info.label
-        channel, priority, max_retries, timeout, scheduled = _check_options(call, config, label)
-        raw_args, raw_kwargs = call.args, call.kwargs
+        checked_channel, max_retries, checked_timeout, scheduled = _check_options(
+            name, channel, priority, max_retries, timeout, delay, eta, config, label
+        )
         if type(raw_args) is not tuple and (
             isinstance(raw_args, str | bytes) or not isinstance(raw_args, Sequence)
         ):
@@ -94,24 +126,24 @@ class Validator:
         if not info.accepts(len(args), kwargs):
             info.bind(label, args, kwargs)
         task = _new_task(
-            info.name if call.name is None else call.name,
+            info.name if name is None else name,
             ref,
             args,
             kwargs,
-            channel,
+            checked_channel,
             priority,
             max_retries,
-            timeout,
+            checked_timeout,
             scheduled,
         )
-        if call.parent is not None:
-            _check_parents(call.parent, label)
+        if parent is not None:
+            _check_parents(parent, label)
         return task
 
     @staticmethod
-    def parents(call: TaskCall | CallSpec) -> tuple[TaskRef | int, ...]:
-        """The parents ``call`` names, each once (``prepare`` checked them)."""
-        return () if call.parent is None else _check_parents(call.parent, "")
+    def parents(parent: Parent) -> tuple[TaskRef | int, ...]:
+        """The parents ``parent=`` names, each once (``prepare`` checked them)."""
+        return () if parent is None else _check_parents(parent, "")
 
     def _known(self, func: Any) -> _Function | None:
         entry = self._functions.get(id(func))
@@ -434,51 +466,56 @@ def _bad(label: str, option: str, expected: str, value: Any) -> InvalidTaskError
 
 
 def _check_options(
-    call: TaskCall | CallSpec, config: QueueConfig, label: str
-) -> tuple[str, int, int, float | None, datetime | None]:
-    """The checked options: channel, priority, max_retries, timeout, date_scheduled."""
-    name = call.name
+    name: str | None,
+    channel: str,
+    priority: int,
+    max_retries: int | None,
+    timeout: float | None,
+    delay: float | timedelta | None,
+    eta: datetime | None,
+    config: QueueConfig,
+    label: str,
+) -> tuple[str, int, float | None, datetime | None]:
+    """The checked options: channel, max_retries (the default applied), timeout in seconds,
+    date_scheduled. Raises ``InvalidTaskError`` naming the option."""
     if name is not None:
         if not isinstance(name, str) or not name.strip():
             raise _bad(label, "name", "a non-empty string", name)
         if len(name) > NAME_MAX or "\x00" in name:
             raise _bad(label, "name", f"at most {NAME_MAX} characters, without NUL", name)
-    channel = call.channel
     if type(channel) is not str or channel != "default":  # the default needs no look
         check_channel(channel, label)
-    priority = call.priority
     if type(priority) is not int:
         raise _bad(label, "priority", "a whole number (higher runs first)", priority)
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         raise _bad(
             label, "priority", f"a whole number from {PRIORITY_MIN} to {PRIORITY_MAX}", priority
         )
-    option, max_retries = "max_retries", call.max_retries
+    option = "max_retries"
     if max_retries is None:
         option, max_retries = "config.max_retries", config.max_retries
     if type(max_retries) is not int or max_retries < 0:
         raise _bad(label, option, "a whole number, 0 or more", max_retries)
     if max_retries > INT32_MAX:
         raise _bad(label, option, f"a whole number of at most {INT32_MAX}", max_retries)
-    timeout: float | None = None
-    if call.timeout is not None:
-        timeout = _seconds(call.timeout)
-        if timeout is None or not 0 < timeout < math.inf:
-            raise _bad(label, "timeout", "a number of seconds greater than 0", call.timeout)
-    delay, eta = call.delay, call.eta
+    seconds: float | None = None
+    if timeout is not None:
+        seconds = _seconds(timeout)
+        if seconds is None or not 0 < seconds < math.inf:
+            raise _bad(label, "timeout", "a number of seconds greater than 0", timeout)
     if delay is None and eta is None:
-        return channel, priority, max_retries, timeout, None
+        return channel, max_retries, seconds, None
     if delay is not None and eta is not None:
         raise InvalidTaskError(f"{label}: give delay or eta, not both")
     date_scheduled: datetime
     if delay is not None:
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else _seconds(delay)
-        if seconds is None:
+        wait = delay.total_seconds() if isinstance(delay, timedelta) else _seconds(delay)
+        if wait is None:
             raise _bad(label, "delay", "a number of seconds or a timedelta", delay)
-        if not seconds >= 0:  # NaN too
+        if not wait >= 0:  # NaN too
             raise _bad(label, "delay", "0 or more seconds", delay)
         try:
-            date_scheduled = datetime.now(UTC) + timedelta(seconds=seconds)
+            date_scheduled = datetime.now(UTC) + timedelta(seconds=wait)
         except OverflowError:  # infinity too
             raise _bad(label, "delay", "short enough to end before the year 10000", delay) from None
     else:
@@ -490,7 +527,7 @@ def _check_options(
             date_scheduled = eta.astimezone(UTC)
         except OverflowError:
             raise _bad(label, "eta", "a datetime within the years 1 to 9999 in UTC", eta) from None
-    return channel, priority, max_retries, timeout, date_scheduled
+    return channel, max_retries, seconds, date_scheduled
 
 
 def _check_parents(parent: Parent, label: str) -> tuple[TaskRef | int, ...]:

@@ -460,7 +460,8 @@ class SqliteRepository:
 
     async def _ready(self, conn: Any) -> None:
         """Before a statement: prepare a connection the host replaced, and roll back a
-        transaction that a cancelled call of ours left open."""
+        transaction left open on it (a shared connection's host, or a rollback of ours
+        that failed)."""
         if conn is not self._prepared:
             await self._prepare(conn)
         if conn.in_transaction:
@@ -468,7 +469,8 @@ class SqliteRepository:
 
     @asynccontextmanager
     async def _reading(self, verb: str, *, snapshot: bool = False) -> AsyncIterator[Any]:
-        """The raw connection for reads; ``snapshot`` wraps them in one read transaction."""
+        """The raw connection for reads; ``snapshot`` wraps them in one read transaction
+        (rolled back at the end: it only pins what the reads see)."""
         client = self._require_client()
         joined = self._host_transaction(client)
         if joined is not None:
@@ -476,29 +478,22 @@ class SqliteRepository:
                 yield conn
             return
         try:
-            async with client.acquire_connection() as conn:
-                await self._ready(conn)
-                if not snapshot:
-                    yield conn
-                    return
-                await conn.execute_fetchall("BEGIN")
-                try:
-                    yield conn
-                finally:
-                    await _rollback(conn)
+            async with self._transaction(client, "BEGIN" if snapshot else None, "ROLLBACK") as conn:
+                yield conn
         except _driver_errors() as exc:
             raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
 
     @asynccontextmanager
     async def _writing(self, verb: str, *, single: bool = False) -> AsyncIterator[Any]:
         """The raw connection inside ``BEGIN IMMEDIATE``; commits on success, rolls back on
-        any exception. Holds the write lock throughout.
+        any exception, cancellation included (see ``_transaction``). Holds the write lock
+        throughout.
 
         ``single``: the body runs exactly one statement (no executemany), which SQLite
         makes its own transaction. A writing statement asks for the write lock before it
         reads anything, just as BEGIN IMMEDIATE does, so this saves two round trips. Only
-        for idempotent writes (servers' rows): a cancelled call's statement may still run
-        once the lock is free, with nothing to roll it back."""
+        for idempotent writes (servers' rows): the statement of a call cancelled once it
+        was sent still takes effect."""
         client = self._require_client()
         joined = self._host_transaction(client)
         if joined is not None:
@@ -507,25 +502,42 @@ class SqliteRepository:
             async with self._joining(joined, verb) as conn:
                 yield conn
             return
+        # IMMEDIATE takes the write lock now: a deferred transaction that reads first would
+        # fail with SQLITE_BUSY (no retry) on its first write if another process wrote in
+        # between.
+        begin = None if single else "BEGIN IMMEDIATE"
         async with self._write_lock:
             try:
-                async with client.acquire_connection() as conn:
-                    await self._ready(conn)
-                    if single:
-                        yield conn
-                        return
-                    # IMMEDIATE takes the write lock now: a deferred transaction that reads
-                    # first would fail with SQLITE_BUSY (no retry) on its first write if
-                    # another process wrote in between.
-                    await conn.execute_fetchall("BEGIN IMMEDIATE")
-                    try:
-                        yield conn
-                    except BaseException:
-                        await _rollback(conn)
-                        raise
-                    await conn.execute_fetchall("COMMIT")
+                async with self._transaction(client, begin, "COMMIT") as conn:
+                    yield conn
             except _driver_errors() as exc:
                 raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _transaction(self, client: Any, begin: str | None, end: str) -> AsyncIterator[Any]:
+        """The client's raw connection, ``_ready``, with the body between ``begin`` and
+        ``end`` (no statements of its own when ``begin`` is None); on any exception the
+        connection is ``_settle``d before it is handed to anyone else.
+
+        The one place that opens and ends our transactions, because a cancelled ``await``
+        on aiosqlite does not withdraw its statement: the statement stays queued in the
+        connection's thread and runs after the caller has gone. Without ``_settle``, a
+        ``BEGIN IMMEDIATE`` cancelled while queued (or while it waits out another
+        process's lock) would open its transaction after the connection was released, and
+        the next caller's statements, seeing no transaction yet, would run inside it and
+        never be committed; a cancelled ``COMMIT`` still queued would make the next
+        caller's rollback of a "stale" transaction fail with "no transaction is active"."""
+        async with client.acquire_connection() as conn:
+            try:
+                await self._ready(conn)
+                if begin is not None:
+                    await conn.execute_fetchall(begin)
+                yield conn
+                if begin is not None:
+                    await conn.execute_fetchall(end)
+            except BaseException:
+                await _settle(conn)
+                raise
 
     def _host_transaction(self, client: Any) -> Any:
         """The host application's open Tortoise transaction on the shared connection, when
@@ -1193,14 +1205,35 @@ class SqliteRepository:
 # -- statements shared by several verbs -------------------------------------------------
 
 
+async def _settle(conn: Any) -> None:
+    """Leave ``conn`` outside any transaction once every statement sent on it has run.
+
+    A ``ROLLBACK`` queued now runs after all of them: it undoes the transaction of a
+    cancelled call (whose ``BEGIN`` may have run late), and finds none when a ``COMMIT``
+    already sent went through. Waits for it even when cancelled again (a cancelled call
+    thus returns once its statements are done: at most the busy timeout while another
+    process holds the lock), then raises ``CancelledError`` if it was."""
+    # A task of its own, so that a second cancellation of the caller cannot interrupt it.
+    rollback = asyncio.create_task(_rollback(conn), name="taskqueue-sqlite-settle")
+    cancelled = False
+    while not rollback.done():
+        try:
+            await asyncio.shield(rollback)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    rollback.result()  # _rollback logs the driver's errors; anything else is raised here
+
+
 async def _rollback(conn: Any) -> None:
     """Roll back the open transaction, if any.
 
-    Issued unconditionally rather than after checking ``in_transaction``: when a call is
-    cancelled, its ``BEGIN`` may still be queued in the connection's thread (waiting on
-    another process's lock), and only a statement queued behind it undoes it. "No
-    transaction is active" is then the normal answer. Any other failure leaves the
-    transaction to ``SqliteRepository._ready``, which rolls it back before the next call."""
+    Issued unconditionally rather than after checking ``in_transaction``, which reads
+    False while a ``BEGIN`` is still queued in the connection's thread: only a statement
+    queued behind that ``BEGIN`` undoes it. "No transaction is active" is then the normal
+    answer. Any other failure leaves the transaction to ``SqliteRepository._ready``, which
+    rolls it back before the next call."""
     try:
         await conn.execute_fetchall("ROLLBACK")
     except sqlite3.OperationalError as exc:

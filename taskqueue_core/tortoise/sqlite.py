@@ -26,7 +26,6 @@ import json
 import logging
 import operator
 import os
-import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -43,6 +42,7 @@ from taskqueue_core.exceptions import (
     UnknownParent,
     UnknownTask,
 )
+from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, check_columns, json_has_nul
 from taskqueue_core.models import (
     PARENT_CANCELLED,
     PARENT_FAILED,
@@ -70,7 +70,6 @@ _CONNECTION_NAME = "taskqueue"
 _MIN_SQLITE = (3, 35, 0)
 _BUSY_TIMEOUT_MS = 30_000
 _INT64 = (-(2**63), 2**63 - 1)
-_INT32 = (-(2**31), 2**31 - 1)
 _WORKER_LOST = "WorkerLost"
 
 # Pragmas applied to the repository's own connection unless the URL sets them. WAL lets
@@ -122,11 +121,6 @@ def _dt(value: Any) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-# The JSON escape of NUL: backslash-u0000 whose backslash is not itself escaped (preceded
-# by pairs of backslashes only); "\\u0000" in JSON is a backslash then the text "u0000".
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
 def _dump(value: Any, what: str) -> str:
     """JSON text of ``value``; ``ArgumentNotSerializable`` naming ``what`` otherwise.
 
@@ -136,7 +130,7 @@ def _dump(value: Any, what: str) -> str:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
         raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from None
-    if "\\u0000" in text and _NUL_ESCAPE.search(text):
+    if json_has_nul(text):
         raise ArgumentNotSerializable(f"{what} contains a NUL character, which cannot be stored")
     return text
 
@@ -770,8 +764,8 @@ class SqliteRepository:
         params = [
             {
                 "task_id": r.task_id,
-                "type": _log_text(r.type, 16),
-                "name": _log_text(r.name, 255),
+                "type": _log_text(r.type, LOG_TYPE_MAX),
+                "name": _log_text(r.name, NAME_MAX),
                 "message": _log_text(r.message),
                 "info": None if r.info is None else _dump(r.info, f"log info of task {r.task_id}"),
                 "date": now if r.date_created is None else _ts(r.date_created),
@@ -1429,43 +1423,12 @@ class _Plan:
         self.ended: list[int] = []
 
 
-def _check_columns(task: NewTask, what: str) -> None:
-    """Refuse what the columns could not hold in PostgreSQL (SQLite would store anything),
-    so that every backend accepts the same tasks."""
-    ref = task.function
-    for label, value, limit in (
-        ("name", task.name, 255),
-        ("channel", task.channel, 64),
-        ("module_name", ref.module_name, 255),
-        ("function_name", ref.function_name, 255),
-        ("signature", ref.signature, 64),
-    ):
-        if value is not None and (not isinstance(value, str) or len(value) > limit):
-            raise InvalidTaskError(
-                f"{what}: {label} must be a string of at most {limit} characters"
-            )
-    if not task.channel:
-        raise InvalidTaskError(f"{what}: channel must not be empty")
-    by_path = ref.module_name is not None and ref.function_name is not None
-    if by_path == (ref.serialized_function is not None):
-        raise InvalidTaskError(
-            f"{what}: the function must be either an import path or a serialized blob"
-        )
-    for label, number in (("priority", task.priority), ("max_retries", task.max_retries)):
-        if isinstance(number, bool) or not isinstance(number, int):
-            raise InvalidTaskError(f"{what}: {label} must be an int, got {number!r}")
-        if not _INT32[0] <= number <= _INT32[1]:
-            raise InvalidTaskError(f"{what}: {label} is out of range: {number}")
-    if task.max_retries < 0:
-        raise InvalidTaskError(f"{what}: max_retries must be 0 or more")
-
-
 def _encode_new_tasks(tasks: list[NewTask]) -> list[dict[str, Any]]:
     """Check every task and serialize its fields; raises before anything is written."""
     encoded = []
     for position, task in enumerate(tasks):
         what = f"task {position} ({task.name!r})"
-        _check_columns(task, what)
+        check_columns(task, what)
         ref = task.function
         for position_of_parent in task.batch_parents:
             if not 0 <= position_of_parent < position:

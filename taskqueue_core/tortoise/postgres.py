@@ -1187,11 +1187,15 @@ def _batch_of_one(new: NewTask) -> _Batch | None:
         or (type(args) is not list and type(args) is not tuple)
         or type(kwargs) is not dict
         or type(context) is not dict
-        or parent_ids
-        or batch_parents
         or not _function_fits(function)
     ):
         return None
+    parents: list[tuple[list[int], list[int]]] | None = None
+    if parent_ids or batch_parents:
+        try:
+            parents = [_parents_of(new, 0, "")]
+        except InvalidTaskError:
+            return None
     try:
         texts = (
             _JSON.encode(args) if args else "[]",
@@ -1218,7 +1222,7 @@ def _batch_of_one(new: NewTask) -> _Batch | None:
         args=(None, texts[0]),
         kwargs=(None, texts[1]),
         context=(None, texts[2]),
-        parents=None,
+        parents=parents,
         all_names=[name],
     )
 

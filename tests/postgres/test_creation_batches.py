@@ -105,6 +105,7 @@ def test_mixed_batches_take_the_column_path() -> None:
     # (So that the test above covers it: anything unusual takes the task-by-task path.)
     assert postgres._batch_by_column(_mixed(300)) is not None
     assert postgres._batch_of_one(_mixed(1)[0]) is not None
+    assert postgres._batch_of_one(NewTask("child", BY_PATH, parent_ids=(5,))) is not None
 
 
 class Name(str):

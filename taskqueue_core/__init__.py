@@ -60,6 +60,7 @@ from taskqueue_core.models import (
     TaskState,
     TaskTree,
 )
+from taskqueue_core.pool import WorkerPool
 from taskqueue_core.queue import RESERVED_OPTIONS, TaskCall, TaskQueue
 from taskqueue_core.ref import TaskRef
 from taskqueue_core.repository import Subscription, TaskRepository
@@ -101,6 +102,7 @@ __all__ = [
     "UnknownParent",
     "UnknownTask",
     "Worker",
+    "WorkerPool",
     "current_task_id",
     "default_hooks",
     "getLogger",

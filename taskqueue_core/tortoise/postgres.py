@@ -12,8 +12,11 @@ Hot paths are hand-written SQL, one statement per batch:
   cancels the waiting descendants of tasks failed or cancelled (a recursive CTE), and sends
   the NOTIFY payloads. Being one statement, it is atomic without an explicit transaction.
 - **create**: ids come from the sequence in the insert statement itself (``nextval`` over
-  ``generate_series``), so tasks and their dependency edges (batch parents resolved by
-  position) go in with one ``INSERT ... SELECT FROM unnest(...)`` each, in one statement.
+  ``generate_series``, as one sorted array), so tasks and their dependency edges (batch
+  parents resolved by position, subscripting that array) go in with one ``INSERT ... SELECT
+  FROM unnest(...)`` each, in one statement whose cost is linear in the batch. Columns that
+  are the same for the whole batch travel once; a single task without parents is a plain
+  ``INSERT ... VALUES``.
 
 Why ``xmin`` guards (the one subtle part). A statement reads the dependency edges with the
 snapshot taken when it started. Had a child been added under a parent after that snapshot
@@ -561,6 +564,7 @@ RETURNING p.id, p.state
 # Two statements share these parameters: ``_CREATE_FREE_SQL`` for a batch in which no task
 # has a parent (every task starts enqueued: no edges, no states to compute, and the NOTIFY
 # payloads come from the caller), and ``_CREATE_SQL`` for any batch.
+#
 # (column, parameter, SQL of the value from the array element ``{}``). Every array travels as
 # text[] (and the ids come back as text): arrays of any other type make asyncpg look their
 # types up in the catalog on every new connection, a query of ~10 ms.
@@ -1061,7 +1065,9 @@ class _Batch:
 
     A column holds one value per task, or a single value when every task has the same one
     (see ``_CREATE_SQL``). A JSON column is ``(document, constant)``: a JSON array with one
-    element per task and None, or None and the JSON text every task has.
+    element per task and None, or None and the JSON text every task has. Timeouts and
+    scheduled times are already the text the statement casts back (``_float_text``,
+    ``_time_text``).
     """
 
     count: int

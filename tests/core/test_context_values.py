@@ -39,5 +39,6 @@ async def test_a_nul_character_fails_the_task_that_set_it_and_no_other(where: st
         assert await bad.get_state() == TaskState.FAILED
         assert await good.get_state() == TaskState.DONE
         task = await queue.get_task(await good.get_task_id())
-        assert task.context == {"step": "fine"}
+        # (Hooks other modules registered globally may have added keys of their own.)
+        assert task.context["step"] == "fine"
     assert caught and "NUL character" in caught[0]

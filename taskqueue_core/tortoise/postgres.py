@@ -109,6 +109,7 @@ REAPER_LOCK_KEY = 0x7471_7265_6170_6572
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection left mid-operation by a server restart
     BaseORMException,
     OSError,  # connection refused/reset, and TimeoutError
 )

@@ -80,7 +80,7 @@ class BatchWriter:
 
     @property
     def pending_outcomes(self) -> int:
-        """Outcomes buffered and not yet handed to ``complete_tasks``."""
+        """Outcomes buffered and not yet taken by a round."""
         return len(self._outcomes)
 
     def add_outcome(self, outcome: Outcome) -> None:
@@ -165,12 +165,17 @@ class BatchWriter:
         return bool(self._outcomes or self._contexts or len(self.logs))
 
     async def _write_round(self) -> None:
+        # The outcomes of this round are those buffered now. Every log line of their tasks is
+        # already in the log buffer (a task logs before it ends), so writing the lines first
+        # keeps the promise that a task's lines are stored when its end is. Outcomes that
+        # arrive during the round wait for the next one, after their own lines.
+        outcomes, self._outcomes = self._outcomes, []
         count = len(self.logs)
         while count > 0:
-            batch = self.logs.drain(min(count, LOG_BATCH))
+            lines = self.logs.drain(min(count, LOG_BATCH))
             count -= LOG_BATCH
-            if batch:
-                await self._call("append_logs", self._repository.append_logs, batch)
+            if lines:
+                await self._call("append_logs", self._repository.append_logs, lines)
         contexts = self._contexts
         for ctx in self._live_contexts():
             if ctx.dirty:
@@ -178,16 +183,13 @@ class BatchWriter:
         if contexts:
             self._contexts = {}
             await self._call("update_contexts", self._repository.update_contexts, contexts)
-        wrote = False
-        while self._outcomes:
-            outcomes = self._outcomes[:OUTCOME_BATCH]
-            del self._outcomes[:OUTCOME_BATCH]
-            self.outcomes_written += len(outcomes)
+        for start in range(0, len(outcomes), OUTCOME_BATCH):
+            part = outcomes[start : start + OUTCOME_BATCH]
+            self.outcomes_written += len(part)
             await self._call(
-                "complete_tasks", self._repository.complete_tasks, self._server_name, outcomes
+                "complete_tasks", self._repository.complete_tasks, self._server_name, part
             )
-            wrote = True
-        if wrote and self._on_written is not None:
+        if outcomes and self._on_written is not None:
             self._on_written()
 
     async def _call(self, what: str, method: Callable[..., Any], *args: Any) -> None:

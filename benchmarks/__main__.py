@@ -16,6 +16,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -67,13 +68,21 @@ async def db_stats(dsn: str) -> dict[str, int]:
 
 
 class Step:
-    """A runner subprocess: started, waited on until ready, released with ``go``."""
+    """A runner subprocess: started, waited on until ready, released with ``go``.
+
+    Its standard error goes to a file, not to the terminal: a system that logs to the console
+    (workload D logs two lines per task) would otherwise be timed writing to whatever
+    terminal runs the benchmark. The file's end is shown when the step fails.
+    """
 
     def __init__(self, spec: dict[str, Any]) -> None:
+        self.what = f"{spec['system']}/{spec['role']}"
+        self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.runner", json.dumps(spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self.stderr,
             text=True,
             cwd=Path(__file__).parent.parent,
         )
@@ -81,7 +90,14 @@ class Step:
         line = self.proc.stdout.readline().strip()
         if line != "ready":
             self.proc.kill()
-            raise RuntimeError(f"runner for {spec['system']}/{spec['role']} failed: {line!r}")
+            self.proc.wait()
+            raise RuntimeError(f"runner for {self.what} failed: {line!r}{self.errors()}")
+
+    def errors(self) -> str:
+        """The last lines the runner wrote to its standard error (for failure messages)."""
+        self.stderr.seek(0)
+        tail = self.stderr.read()[-3000:]
+        return f"\n--- {self.what} stderr (end) ---\n{tail}" if tail.strip() else ""
 
     def go(self) -> None:
         assert self.proc.stdin is not None
@@ -89,19 +105,93 @@ class Step:
         self.proc.stdin.flush()
 
     def result(self, timeout: float = 600) -> dict[str, Any]:
-        out, _ = self.proc.communicate(timeout=timeout)
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"runner exited {self.proc.returncode}")
-        for line in out.splitlines():
-            if line.startswith("result "):
-                return dict(json.loads(line[len("result ") :]))
-        raise RuntimeError("runner printed no result")
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+            if self.proc.returncode != 0:
+                raise RuntimeError(
+                    f"runner for {self.what} exited {self.proc.returncode}{self.errors()}"
+                )
+            for line in out.splitlines():
+                if line.startswith("result "):
+                    return dict(json.loads(line[len("result ") :]))
+            raise RuntimeError(f"runner for {self.what} printed no result{self.errors()}")
+        finally:
+            self.stderr.close()
 
 
 def run_step(spec: dict[str, Any]) -> dict[str, Any]:
     step = Step(spec)
     step.go()
     return step.result()
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _process_cpu(pid: int) -> float | None:
+    """CPU seconds a local PostgreSQL process has used (None: gone, or not a local server)."""
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            if not comm.read().startswith("postgres"):
+                return None
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+class ServerCpu:
+    """CPU the database server spends on a step's connections, when the server is local.
+
+    The CPU of a queue is as much in the server as in the worker (2 cores, one machine), so a
+    drain reports both. The backends connected to the step's database are polled every
+    ``INTERVAL`` seconds and each one's last reading kept: a connection that closes between
+    two polls loses at most one interval of its CPU. ``seconds`` is None for a remote server.
+    """
+
+    INTERVAL = 0.05
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._seen: dict[int, float] = {}
+        self._stop = asyncio.Event()
+        self._job: asyncio.Task[None] | None = None
+        self._local = True
+
+    async def __aenter__(self) -> ServerCpu:
+        conn = await asyncpg.connect(self.dsn)
+        own = conn.get_server_pid()
+        self._local = _process_cpu(own) is not None
+        self._job = asyncio.create_task(self._poll(conn, own), name="bench-server-cpu")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._job is not None:
+            await self._job
+
+    async def _poll(self, conn: asyncpg.Connection, own: int) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._local:
+                    rows = await conn.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    )
+                    for (pid,) in rows:
+                        cpu = _process_cpu(pid) if pid != own else None
+                        if cpu is not None:
+                            self._seen[pid] = max(self._seen.get(pid, 0.0), cpu)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.INTERVAL)
+                except TimeoutError:
+                    pass
+        finally:
+            await conn.close()
+
+    @property
+    def seconds(self) -> float | None:
+        return sum(self._seen.values()) if self._local else None
 
 
 def check_exactly_once(system: str, workload: str, res: dict[str, Any], count: int) -> None:
@@ -133,13 +223,16 @@ async def measure(system: str, workload: str, n: int) -> dict[str, Any]:
             else:
                 await asyncio.to_thread(run_step, {**base, "role": "enqueue_bulk", "count": n})
             before = await db_stats(dsn)
-            res = await asyncio.to_thread(
-                run_step, {**base, "role": "drain", "count": n, "concurrency": 10}
-            )
+            async with ServerCpu(dsn) as server:
+                res = await asyncio.to_thread(
+                    run_step, {**base, "role": "drain", "count": n, "concurrency": 10}
+                )
             after = await db_stats(dsn)
             check_exactly_once(system, workload, res, n)
             delta = {k: after[k] - before[k] for k in before}
             res.pop("latencies", None)
+            if server.seconds is not None:
+                res["server_cpu_per_task_us"] = server.seconds / n * 1e6
             return {
                 "rate": n / res["elapsed"],
                 "cpu_per_task_us": res["cpu"] / n * 1e6,
@@ -318,10 +411,12 @@ def table(summary: dict[str, Any], cross: dict[str, Any]) -> str:
                 spread = f"{metrics['rate']['min']:,.0f}-{metrics['rate']['max']:,.0f}"
             notes = []
             if "xacts_per_task" in metrics:
+                server = metrics.get("server_cpu_per_task_us")
                 notes.append(
                     f"{metrics['xacts_per_task']['median']:.3f} xact/task, "
                     f"{metrics['rows_written_per_task']['median']:.2f} rows/task, "
                     f"{metrics['cpu_per_task_us']['median']:.0f} us CPU/task"
+                    + (f" + {server['median']:.0f} us server" if server else "")
                 )
             notes += [
                 f"{pair} {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
@@ -408,9 +503,16 @@ async def main_async(args: argparse.Namespace) -> None:
             order = order[rep % len(order) :] + order[: rep % len(order)] if order else order
             for system in order:
                 t0 = time.perf_counter()
+                load = os.getloadavg()[0]
                 metrics = await measure(system, workload, args.jobs)
                 runs.append(
-                    {"rep": rep, "workload": workload, "system": system, "metrics": metrics}
+                    {
+                        "rep": rep,
+                        "workload": workload,
+                        "system": system,
+                        "load": load,
+                        "metrics": metrics,
+                    }
                 )
                 shown = {k: round(v, 3) for k, v in metrics.items() if isinstance(v, float)}
                 print(
@@ -425,6 +527,8 @@ async def main_async(args: argparse.Namespace) -> None:
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
     }
+    loads = [r["load"] for r in runs]
+    machine["load_average_1min"] = {"min": min(loads), "max": max(loads)}
     conn = await asyncpg.connect(dsn_for("postgres"))
     try:
         machine["postgresql"] = await conn.fetchval("SHOW server_version")
@@ -440,8 +544,12 @@ async def main_async(args: argparse.Namespace) -> None:
         "cross": cross,
     }
     (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1))
-    text = table(summary, cross)
-    (RESULTS / "latest.md").write_text(text + "\n")
+    text = table(summary, cross) + (
+        f"\n\n{args.reps} repetition(s); 1-minute load average before each measurement: "
+        f"{machine['load_average_1min']['min']:.2f}-{machine['load_average_1min']['max']:.2f} "
+        f"on {os.cpu_count()} CPUs.\n"
+    )
+    (RESULTS / "latest.md").write_text(text)
     print(text)
     chart(summary, RESULTS / "latest.png")
 

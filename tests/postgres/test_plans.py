@@ -7,6 +7,9 @@ order, and a completion must look tasks and edges up by key, never scan a table.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+
 import asyncpg
 import pytest
 
@@ -21,6 +24,10 @@ FUNCTION = FunctionRef(module_name="tests.postgres.test_plans", function_name="n
 
 def noop() -> None:
     """The function the tasks of these tests name (never run)."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 FINISHED_ROWS = """
@@ -99,3 +106,96 @@ async def test_completion_looks_up_by_key_despite_skewed_statistics(
     assert "Seq Scan" not in plan, plan
     assert "idx_queued_task_state" not in plan, plan
     assert "queued_task_dependencies_parent_idx" in plan, plan
+
+
+async def analyzed_plan(db: asyncpg.Connection, statement: str, arguments: str) -> str:
+    """``plan_of`` with actual row counts and loops (run in a transaction rolled back)."""
+    await db.execute(f"PREPARE plan_under_test AS {statement}")
+    try:
+        async with db.transaction():
+            rows = await db.fetch(f"EXPLAIN (ANALYZE) EXECUTE plan_under_test({arguments})")
+            raise _RollBack(rows)
+    except _RollBack as done:
+        rows = done.rows
+    finally:
+        await db.execute("DEALLOCATE plan_under_test")
+    return "\n".join(r[0] for r in rows)
+
+
+class _RollBack(Exception):
+    def __init__(self, rows: list[asyncpg.Record]) -> None:
+        super().__init__("roll back")
+        self.rows = rows
+
+
+@pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
+async def test_a_big_completion_stays_linear_in_its_batch(
+    repo: PostgresRepository, db: asyncpg.Connection, mode: str
+) -> None:
+    """500 outcomes: each row is probed once by key, then fetched once by its TID; neither
+    the outcomes nor the table are read again per row (that was quadratic in the batch)."""
+    await db.execute(FINISHED_ROWS, 60_000)
+    await repo.create_tasks([NewTask(f"r{i}", FUNCTION) for i in range(600)])
+    running = [t.id for t in await repo.claim_tasks("server", 500)]
+    await db.execute("ANALYZE")
+    await db.execute(f"SET plan_cache_mode = {mode}")
+
+    ids = ",".join(str(i) for i in running)
+    done = ",".join(["done"] * len(running))
+    plan = await analyzed_plan(
+        db,
+        postgres._COMPLETE_SQL,
+        f"'server', '{{{ids}}}', '{{{done}}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+        "NULL, 'queue_new_task'",
+    )
+    assert "Seq Scan on queued_tasks" not in plan, plan
+    assert "Tid Scan on queued_tasks" in plan, plan
+    assert "Index Scan using queued_tasks_pkey" in plan, plan
+    # The outcomes are read once each: no scan of them is repeated per row.
+    rescanned = [
+        line
+        for line in plan.splitlines()
+        if ("Function Scan on o" in line or "CTE Scan on pre" in line) and "loops=1)" not in line
+    ]
+    assert not rescanned, plan
+    assert "rows=500 loops=1" in plan.split("CTE upd")[1].split("CTE seeds")[0], plan
+
+
+@pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
+async def test_next_due_probes_the_claim_index_per_priority(
+    repo: PostgresRepository, db: asyncpg.Connection, mode: str
+) -> None:
+    """20,000 ready tasks and a few scheduled later on four priorities: a handful of index
+    probes, never a read of every enqueued entry (the index is ordered by priority first)."""
+    await db.execute(FINISHED_ROWS, 30_000)
+    later = utcnow() + timedelta(hours=1)
+    for _ in range(4):
+        await repo.create_tasks([NewTask(f"ready{i}", FUNCTION) for i in range(5_000)])
+    await repo.create_tasks(
+        [
+            NewTask(f"later{i}", FUNCTION, priority=i % 4, date_scheduled=later + timedelta(i))
+            for i in range(40)
+        ]
+    )
+    await db.execute("ANALYZE queued_tasks")
+    await db.execute(f"SET plan_cache_mode = {mode}")
+
+    for statement, arguments in (
+        (postgres._NEXT_DUE_ANY_SQL, ""),
+        (postgres._NEXT_DUE_CHANNELS_SQL, "'{default}'"),
+    ):
+        if arguments:
+            plan = await analyzed_plan(db, statement, arguments)
+        else:
+            await db.execute(f"PREPARE plan_under_test AS {statement}")
+            try:
+                rows = await db.fetch("EXPLAIN (ANALYZE) EXECUTE plan_under_test")
+            finally:
+                await db.execute("DEALLOCATE plan_under_test")
+            plan = "\n".join(r[0] for r in rows)
+        assert "Seq Scan" not in plan and "Sort" not in plan, plan
+        probes = [line for line in plan.splitlines() if "queued_tasks_claim_idx" in line]
+        assert probes, plan
+        # Each probe stops at its first entry: at most one row per loop.
+        assert all(re.search(r"actual time=\S+ rows=[01] loops", line) for line in probes), plan
+    assert await repo.next_due() == later

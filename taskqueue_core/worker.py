@@ -4,13 +4,14 @@ The hot path, and how it stays cheap:
 
 - **Claims** take every task the worker has room for in ONE ``claim_tasks`` call, and only
   when more work may be ready (the last claim was full, a ``created`` event arrived, a poll
-  or a scheduled task is due), so a quiet queue costs no query per finished task.
+  or a scheduled task is due), so a quiet queue costs no query per finished task. A claim is
+  an asyncio task of its own and up to ``CLAIMS_IN_FLIGHT`` run at once, each on its own
+  connection: a claim's round trip overlaps the next one's instead of leaving the slots idle.
 - **Claiming ahead**: the worker holds claimed tasks beyond its free slots, as many as its
   slots would start in ``PREFETCH_HORIZON`` (0.05 s) at the recent average run time, at most
-  ``PREFETCH_LIMIT`` per slot, and claims again when half of them have started. A slot that
-  frees then starts the next task at once instead of waiting a round trip for a claim, the
-  claim of the next tasks overlaps the run of the current ones, and short tasks are claimed
-  in big batches (fewer statements per task). Slow tasks are claimed for free slots only
+  ``PREFETCH_LIMIT`` per slot, and claims again once a quarter of them have started
+  (``LOW_WATER``). A slot that frees then starts the next task at once, and short tasks are
+  claimed in big batches (fewer statements per task). Slow tasks are claimed for free slots only
   (with 10 slots, tasks of 0.5 s or more: whichever worker is free gets them), and so is a
   worker's first claim. Claimed tasks that have not started are handed back (without
   counting an attempt) when the worker stops, and dropped if an admin cancels them.
@@ -117,7 +118,7 @@ PREFETCH_LIMIT = 8
 """Most tasks held claimed ahead, per slot (reached by tasks that run in 6 ms or less)."""
 
 LOW_WATER = 75
-"""Percent of the tasks held ahead below which the worker claims again."""
+"""The worker claims again when at most this percentage of its tasks held ahead is left."""
 
 CLAIM_PARTS = 4
 """A claim fills at least this share (1/CLAIM_PARTS) of the tasks held ahead: no tiny claims."""

@@ -42,8 +42,13 @@ async def admin(sql: str) -> None:
         await conn.close()
 
 
+_created: set[str] = set()
+"""Databases this run created and has not dropped yet."""
+
+
 async def fresh_database(system: str) -> tuple[str, str]:
     name = f"tq_bench_{uuid.uuid4().hex[:10]}"
+    _created.add(name)
     await admin(f'CREATE DATABASE "{name}"')
     dsn = dsn_for(name)
     await SYSTEMS[system]().prepare(dsn)
@@ -52,6 +57,7 @@ async def fresh_database(system: str) -> tuple[str, str]:
 
 async def drop_database(name: str) -> None:
     await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _created.discard(name)
 
 
 async def db_stats(dsn: str) -> dict[str, int]:
@@ -492,6 +498,65 @@ def chart(summary: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+ATTEMPTS = 3
+"""Tries of one measurement: one the server's restart interrupted is discarded and repeated."""
+
+
+async def server_is_up(timeout: float = 120.0) -> None:
+    """Wait until the server accepts connections again (a restart takes seconds)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            conn = await asyncpg.connect(dsn_for("postgres"), timeout=5)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+        else:
+            await conn.close()
+            return
+
+
+async def measure_again_if_interrupted(system: str, workload: str, n: int) -> dict[str, Any]:
+    """``measure``, repeated when it fails because the server went away meanwhile.
+
+    The machine may be shared with test suites that restart PostgreSQL. A measurement that
+    overlapped a restart says nothing about the system; one that fails while the server is
+    up is a real failure and is raised at once.
+    """
+    for attempt in range(1, ATTEMPTS + 1):
+        started = await server_start_time()
+        try:
+            return await measure(system, workload, n)
+        except Exception as exc:
+            await server_is_up()
+            if attempt == ATTEMPTS or await server_start_time() == started:
+                raise
+            print(
+                f"{system}/{workload}: the server restarted during the measurement ({exc!r:.200}); "
+                "measuring again",
+                file=sys.stderr,
+                flush=True,
+            )
+            await drop_leftovers()
+    raise AssertionError("unreachable")
+
+
+async def server_start_time() -> Any:
+    await server_is_up()
+    conn = await asyncpg.connect(dsn_for("postgres"))
+    try:
+        return await conn.fetchval("SELECT pg_postmaster_start_time()")
+    finally:
+        await conn.close()
+
+
+async def drop_leftovers() -> None:
+    """Drop the databases of this run that an interrupted measurement left behind."""
+    for name in list(_created):
+        await drop_database(name)
+
+
 async def main_async(args: argparse.Namespace) -> None:
     workloads = [w for w in WORKLOADS if not args.only or w in args.only.split(",")]
     systems = [s for s in SYSTEMS if not args.systems or s in args.systems.split(",")]
@@ -504,7 +569,7 @@ async def main_async(args: argparse.Namespace) -> None:
             for system in order:
                 t0 = time.perf_counter()
                 load = os.getloadavg()[0]
-                metrics = await measure(system, workload, args.jobs)
+                metrics = await measure_again_if_interrupted(system, workload, args.jobs)
                 runs.append(
                     {
                         "rep": rep,

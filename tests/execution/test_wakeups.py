@@ -15,7 +15,7 @@ from tests.execution import tasks
 from tests.execution.conftest import running_worker
 
 ON_TIME = timedelta(seconds=0.25)
-"""How late after its due time a task may start (the brief's "within ~1.2 s" of delay=1)."""
+"""How late after its due time a task may start: a delay=1 task starts within 1.25 s."""
 
 
 def no_polling(queue: TaskQueue) -> None:

@@ -440,7 +440,13 @@ def table(summary: dict[str, Any], cross: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+SYSTEM_COLORS = {"taskqueue": "#2b6cb0", "pgqueuer": "#dd6b20", "raw": "#718096"}
+
+
 def chart(summary: dict[str, Any], path: Path) -> None:
+    """Three panels: enqueue rates (A), drain rates (B, D, E2, F), latency (C); medians with
+    min-max whiskers, each bar labelled with its median (enqueue and drain rates differ by
+    an order of magnitude, so they get an axis each)."""
     try:
         import matplotlib
 
@@ -449,53 +455,80 @@ def chart(summary: dict[str, Any], path: Path) -> None:
     except ImportError:
         print("matplotlib is not installed: no chart", file=sys.stderr)
         return
-    rate_workloads = [w for w in summary if w not in {"C", "E1"}]
-    colors = {"taskqueue": "#2b6cb0", "pgqueuer": "#dd6b20", "raw": "#718096"}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), gridspec_kw={"width_ratios": [3, 1]})
-    ax = axes[0]
     systems = ["taskqueue", "pgqueuer", "raw"]
     width = 0.27
-    for i, system in enumerate(systems):
-        xs, ys, errs = [], [], []
-        for j, w in enumerate(rate_workloads):
-            m = summary[w]["systems"].get(system)
-            if m:
-                xs.append(j + (i - 1) * width)
-                ys.append(m["rate"]["median"])
-                errs.append(
-                    [
-                        [m["rate"]["median"] - m["rate"]["min"]],
-                        [m["rate"]["max"] - m["rate"]["median"]],
-                    ]
+    panels = [
+        ("Enqueue (A)", [w for w in summary if w.startswith("A")]),
+        ("Drain, 1 process, 10 slots", [w for w in summary if w in {"B", "D", "E2", "F"}]),
+    ]
+    panels = [(title, workloads) for title, workloads in panels if workloads]
+    ratios = [max(len(workloads), 2) for _, workloads in panels] + [2]
+    fig, axes = plt.subplots(
+        1, len(ratios), figsize=(14, 5), gridspec_kw={"width_ratios": ratios}, squeeze=False
+    )
+    for ax, (title, workloads) in zip(axes[0], panels, strict=False):
+        for i, system in enumerate(systems):
+            xs, ys, lo, hi = [], [], [], []
+            for j, w in enumerate(workloads):
+                m = summary[w]["systems"].get(system)
+                if m:
+                    xs.append(j + (i - 1) * width)
+                    ys.append(m["rate"]["median"])
+                    lo.append(m["rate"]["median"] - m["rate"]["min"])
+                    hi.append(m["rate"]["max"] - m["rate"]["median"])
+            if xs:
+                bars = ax.bar(
+                    xs,
+                    ys,
+                    width,
+                    label=system,
+                    color=SYSTEM_COLORS[system],
+                    yerr=[lo, hi],
+                    capsize=3,
                 )
-        if xs:
-            lo = [e[0][0] for e in errs]
-            hi = [e[1][0] for e in errs]
-            ax.bar(xs, ys, width, label=system, color=colors[system], yerr=[lo, hi], capsize=3)
-    ax.set_xticks(range(len(rate_workloads)))
-    ax.set_xticklabels(rate_workloads)
-    ax.set_ylabel("jobs per second (median, min-max)")
-    ax.set_title("Throughput")
-    ax.legend()
-    ax2 = axes[1]
+                ax.bar_label(bars, labels=[f"{y:,.0f}" for y in ys], fontsize=7, padding=2)
+        ax.set_xticks(range(len(workloads)))
+        ax.set_xticklabels(workloads)
+        ax.set_ylabel("jobs per second (median, min-max)")
+        ax.set_title(title)
+        ax.legend(fontsize=8)
+    ax2 = axes[0][-1]
     if "C" in summary:
         for i, system in enumerate(systems):
             m = summary["C"]["systems"].get(system)
             if m:
                 vals = [m["p50_ms"]["median"], m["p95_ms"]["median"], m["max_ms"]["median"]]
-                ax2.bar(
+                bars = ax2.bar(
                     [k + (i - 1) * width for k in range(3)],
                     vals,
                     width,
-                    color=colors[system],
+                    color=SYSTEM_COLORS[system],
                     label=system,
                 )
+                ax2.bar_label(bars, labels=[f"{v:.1f}" for v in vals], fontsize=7, padding=2)
         ax2.set_xticks(range(3))
         ax2.set_xticklabels(["p50", "p95", "max"])
-        ax2.set_ylabel("ms from enqueue to start")
-        ax2.set_title("Latency (C)")
+        ax2.set_ylabel("ms from enqueue to start (median of runs)")
+        ax2.set_title("Latency (C), idle worker")
+        ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def replot() -> None:
+    """Redraw latest.md and latest.png from latest.json, without measuring anything."""
+    doc = json.loads((RESULTS / "latest.json").read_text())
+    text = table(doc["summary"], doc["cross"])
+    load = doc["machine"].get("load_average_1min")
+    if load:
+        text += (
+            f"\n\n{doc['reps']} repetition(s); 1-minute load average before each measurement: "
+            f"{load['min']:.2f}-{load['max']:.2f} on {doc['machine']['cpus']} CPUs.\n"
+        )
+    (RESULTS / "latest.md").write_text(text)
+    chart(doc["summary"], RESULTS / "latest.png")
+    print(text)
 
 
 ATTEMPTS = 3
@@ -627,7 +660,16 @@ def main() -> None:
     )
     parser.add_argument("--only", default="", help="comma-separated workloads, e.g. B,C")
     parser.add_argument("--systems", default="", help="comma-separated systems")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only redraw latest.md and latest.png from latest.json",
+    )
+    args = parser.parse_args()
+    if args.replot:
+        replot()
+        return
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

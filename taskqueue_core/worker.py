@@ -498,6 +498,9 @@ class Worker:
         if len(tasks) >= limit:
             self._ready_hint = True  # every place filled: more may be ready
         elif self._due_stale and not burst:
+            if tasks:
+                # Let the tasks just started run first: sending the query would delay them.
+                await asyncio.sleep(0)
             await self._read_next_due()
 
     def _claim_done(self, claim: asyncio.Task[None]) -> None:

@@ -3,9 +3,11 @@ outside any transaction (the call rolled back, or committed if its COMMIT had be
 and the next write commits on its own instead of joining a stale transaction.
 
 aiosqlite cannot withdraw a statement once it is queued: a cancelled ``await`` leaves the
-statement to run later in the connection's thread. These tests cancel calls after 0, 1,
-2, ... event-loop iterations, which lands the cancellation before ``BEGIN IMMEDIATE`` is
-sent, while it or a statement runs, and while the ``COMMIT`` is in flight.
+statement to run later in the connection's thread. These tests cancel a call before it
+starts and then while each of its statements is in flight (``BEGIN IMMEDIATE``, every
+statement of the body, the ``COMMIT``), one point per run, until a run ends before its
+cancellation point: every await point on the connection is covered, whatever the speed of
+the machine.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
 
 from taskqueue_core import QueueConfig, TaskQueue
 from taskqueue_core.models import Outcome, ServerInfo, TaskState
@@ -26,12 +32,11 @@ from tests.sqlite.helpers import create_many, new
 BOUND = 60.0
 """Upper bound of every wait in these tests, in seconds."""
 
+MAX_POINTS = 60
+"""No call of these tests sends this many statements: a sweep that reaches it is a bug."""
+
 TRIALS = 4
-MAX_TRIALS = 60
 ITERATIONS = 40
-"""Cancel after 0 to ITERATIONS - 1 event-loop iterations, TRIALS times over, and more
-(at most MAX_TRIALS) until a cancelled call has been seen to take effect: the COMMIT is in
-flight for about one iteration, which a sweep does not always hit."""
 
 
 @contextlib.contextmanager
@@ -44,28 +49,85 @@ def observer(db_path: Path) -> Iterator[sqlite3.Connection]:
         other.close()
 
 
-def sweep(covered: Callable[[], bool]) -> Iterator[tuple[int, int]]:
-    """(trial, iterations) pairs: TRIALS sweeps, then more until ``covered()``."""
-    for trial in range(MAX_TRIALS):
-        if trial >= TRIALS and covered():
-            return
-        for iterations in range(ITERATIONS):
-            yield trial, iterations
+class Canceller:
+    """Cancels one task while the n-th statement it sends through aiosqlite is in flight.
+
+    Installed in place of ``aiosqlite.Connection._execute``, which queues a statement for
+    the connection's thread and then awaits its future: cancelling the task just before that
+    await lands the ``CancelledError`` there, with the statement already queued.
+    """
+
+    def __init__(self, original: Callable[..., Awaitable[Any]]) -> None:
+        self.original = original
+        self.task: asyncio.Task[Any] | None = None
+        self.point = 0
+        self.sent = 0
+        self.twice = False
+
+    def arm(self, task: asyncio.Task[Any], point: int, *, twice: bool) -> None:
+        self.task, self.point, self.sent, self.twice = task, point, 0, twice
+
+    def disarm(self) -> None:
+        self.task = None
+
+    async def execute(self, conn: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        task = self.task
+        if task is not None and asyncio.current_task() is task:
+            self.sent += 1
+            if self.sent == self.point:
+                task.cancel()
+                if self.twice:
+                    # Once more one iteration later, while the call cleans up.
+                    asyncio.get_running_loop().call_soon(task.cancel)
+        return await self.original(conn, fn, *args, **kwargs)
 
 
-async def cancel_after(call: Awaitable[object], iterations: int, *, twice: bool = False) -> bool:
-    """Run ``call`` in a task, cancel it after ``iterations`` event-loop iterations (and,
-    ``twice``, once more one iteration later, while it cleans up) and wait for it to end.
-    True when it was cancelled, False when it finished first."""
+@pytest.fixture
+def canceller(monkeypatch: pytest.MonkeyPatch) -> Canceller:
+    found = Canceller(aiosqlite.Connection._execute)
+
+    async def execute(conn: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await found.execute(conn, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", execute)
+    return found
+
+
+async def cancel_at(
+    canceller: Canceller, call: Awaitable[object], point: int, *, twice: bool = False
+) -> bool:
+    """Run ``call`` in a task cancelled at ``point`` (0: before it starts; n: while its
+    n-th statement is in flight) and wait for it to end. True when it was cancelled,
+    False when it finished before reaching that point."""
+    task = asyncio.ensure_future(call)
+    if point == 0:
+        task.cancel()
+    else:
+        canceller.arm(task, point, twice=twice)
+    try:
+        await asyncio.wait_for(task, BOUND)
+    except asyncio.CancelledError:
+        return True
+    finally:
+        canceller.disarm()
+    return False
+
+
+def points() -> Iterator[int]:
+    """0, 1, 2, ...: cancellation points until the caller stops (at most MAX_POINTS)."""
+    yield from range(MAX_POINTS)
+    raise AssertionError(f"a call sent more than {MAX_POINTS} statements")
+
+
+async def cancel_after(call: Awaitable[object], iterations: int) -> bool:
+    """Run ``call`` in a task, cancel it after ``iterations`` event-loop iterations and wait
+    for it to end. True when it was cancelled, False when it finished first."""
     task = asyncio.ensure_future(call)
     for _ in range(iterations):
         if task.done():
             break
         await asyncio.sleep(0)  # one iteration of the event loop, not a wait for anything
     task.cancel()
-    if twice:
-        await asyncio.sleep(0)
-        task.cancel()
     try:
         await asyncio.wait_for(task, BOUND)
     except asyncio.CancelledError:
@@ -94,42 +156,42 @@ def count(other: sqlite3.Connection, sql: str) -> int:
 
 
 async def test_a_cancelled_create_is_all_or_nothing_and_the_next_write_commits(
-    db_path: Path, repo: SqliteRepository
+    db_path: Path, repo: SqliteRepository, canceller: Canceller
 ) -> None:
     applied: set[bool] = set()
     with observer(db_path) as other:
-        for trial, iterations in sweep(lambda: True in applied):
+        for point in points():
             before = count(other, "SELECT COUNT(*) FROM queued_tasks")
             batch = [new("a"), new("b", batch_parents=(0,)), new("c", batch_parents=(1,))]
-            cancelled = await cancel_after(repo.create_tasks(batch), iterations)
+            cancelled = await cancel_at(canceller, repo.create_tasks(batch), point)
             tasks = count(other, "SELECT COUNT(*) FROM queued_tasks")
             edges = count(other, "SELECT COUNT(*) FROM queued_task_dependencies")
             # Each batch is 3 tasks and 2 edges, written whole or not at all.
-            assert tasks - before in (0, 3), (trial, iterations)
-            assert edges == 2 * tasks // 3, (trial, iterations)
-            if cancelled:
-                applied.add(tasks > before)
-            await assert_next_write_commits(repo, other, f"create-{trial}-{iterations}")
-    assert applied == {True, False}, (
-        "the sweep should cancel some creations before and some after their COMMIT"
-    )
+            assert tasks - before in (0, 3), point
+            assert edges == 2 * tasks // 3, point
+            await assert_next_write_commits(repo, other, f"create-{point}")
+            if not cancelled:
+                break
+            applied.add(tasks > before)
+    # Cancelled while its COMMIT was in flight, a creation took effect; earlier, it did not.
+    assert applied == {True, False}, applied
 
 
 async def test_writes_cancelled_at_every_point_leave_no_transaction_open(
-    db_path: Path, repo: SqliteRepository
+    db_path: Path, repo: SqliteRepository, canceller: Canceller
 ) -> None:
     """Every kind of write (transactions of several statements, single statements) and a
-    snapshot read, cancelled at every point (every other sweep cancelled a second time
-    while it cleans up): afterwards a write commits and is visible from
-    a second connection. Some cancelled calls took effect (the COMMIT was in flight) and
-    some did not, so the sweep covered both sides of the commit."""
+    snapshot read, cancelled at every point (and, in a second sweep, cancelled again one
+    iteration later, while it cleans up): afterwards a write commits and is visible from a
+    second connection. Claims cancelled with their COMMIT in flight took effect and earlier
+    ones did not."""
     await create_many(repo, 20)
     later = datetime.now(UTC) + timedelta(hours=1)
     claims_applied: set[bool] = set()
 
-    async def claim(iterations: int) -> None:
+    async def claim(point: int, twice: bool) -> bool:
         before = count(other, "SELECT COUNT(*) FROM queued_tasks WHERE state = 'doing'")
-        cancelled = await cancel_after(repo.claim_tasks("claimer", 2), iterations)
+        cancelled = await cancel_at(canceller, repo.claim_tasks("claimer", 2), point, twice=twice)
         after = count(other, "SELECT COUNT(*) FROM queued_tasks WHERE state = 'doing'")
         if cancelled:
             claims_applied.add(after > before)
@@ -138,8 +200,10 @@ async def test_writes_cancelled_at_every_point_leave_no_transaction_open(
         await repo.complete_tasks(
             "claimer", [Outcome(task_id=task.id, state=TaskState.ENQUEUED) for task in claimed]
         )
+        return cancelled
 
-    calls: dict[str, Callable[[], Awaitable[object]]] = {
+    calls: dict[str, Callable[[int, bool], Awaitable[bool]]] = {"claim": claim}
+    others: dict[str, Callable[[], Awaitable[object]]] = {
         "complete": lambda: repo.complete_tasks(
             "nobody", [Outcome(task_id=1, state=TaskState.DONE)]
         ),
@@ -154,16 +218,19 @@ async def test_writes_cancelled_at_every_point_leave_no_transaction_open(
         "stats": repo.stats,
         "schedule": lambda: repo.create_tasks([new("later", date_scheduled=later)]),
     }
+    for verb, make in others.items():
+        calls[verb] = lambda point, twice, make=make: cancel_at(  # type: ignore[misc]
+            canceller, make(), point, twice=twice
+        )
     with observer(db_path) as other:
-        for trial, iterations in sweep(lambda: True in claims_applied):
-            await claim(iterations)
-            await assert_next_write_commits(repo, other, f"claim-{trial}-{iterations}")
+        for twice in (False, True):
             for verb, call in calls.items():
-                await cancel_after(call(), iterations, twice=trial % 2 == 1)
-                await assert_next_write_commits(repo, other, f"{verb}-{trial}-{iterations}")
-    assert claims_applied == {True, False}, (
-        "the sweep should cancel some claims before and some after their COMMIT"
-    )
+                for point in points():
+                    cancelled = await call(point, twice)
+                    await assert_next_write_commits(repo, other, f"{verb}-{twice}-{point}")
+                    if not cancelled:
+                        break
+    assert claims_applied == {True, False}, claims_applied
 
 
 async def test_a_cancelled_write_then_a_single_statement_commits(

@@ -350,6 +350,20 @@ async def test_option_names_are_reserved_but_reachable_through_taskcall(queue: T
     assert task.name == "tests.core.tasks.takes_options"
 
 
+async def test_a_taskcall_changed_after_use_changes_no_created_task(queue: TaskQueue) -> None:
+    call = TaskCall(add, [1, 2], kwargs={}, priority=3)
+    [first] = await queue.enqueue_many([call])
+    ref = queue.add_task(call)
+    # The queue read the call when it was given; changing it (and its argument list) now
+    # describes another task.
+    call.priority = 7
+    call.args[0] = 5  # type: ignore[index]
+    [third] = await queue.enqueue_many([call])
+    refs = (first, ref, third)
+    tasks = [await queue.get_task(await asyncio.wait_for(r.get_task_id(), 30)) for r in refs]
+    assert [(t.args, t.priority) for t in tasks] == [([1, 2], 3), ([1, 2], 3), ([5, 2], 7)]
+
+
 async def test_local_functions_and_enum_arguments_are_accepted(queue: TaskQueue) -> None:
     import enum
 

@@ -3,9 +3,10 @@
 ``getLogger(name)`` (alias ``get_logger``) returns a ``TaskLogger`` with the methods of a
 standard library logger (``debug`` ... ``critical``, ``exception``, ``log``; ``%``-style
 arguments, ``exc_info=``, ``stacklevel=``, ``extra=``). Every call goes to loguru, so it is
-printed by loguru's handlers like any other loguru line. Inside a running task a loguru sink
-installed by this module (once per process) also turns every record, from a ``TaskLogger``
-or from ``loguru.logger`` directly, into a row of ``queued_task_logs``:
+printed by loguru's handlers like any other loguru line. Inside a running task every record,
+from a ``TaskLogger`` or from ``loguru.logger`` directly, also becomes a row of
+``queued_task_logs``: a ``TaskLogger``'s through a loguru patcher (before any handler runs),
+``loguru.logger``'s through a loguru sink installed by this module (once per process):
 
 - ``type``: ``debug``, ``info``, ``warning``, ``error`` or ``critical`` (loguru's ``TRACE``
   is not stored; ``SUCCESS`` is stored as ``info``);
@@ -138,7 +139,12 @@ class TaskLogger:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._logger = _loguru.bind(**{LOGGER_KEY: name})
+        # The patcher stores the line in the task's log as soon as loguru has built its
+        # record, before any handler runs; the task sink's filter then lets it pass by.
+        self._logger = _loguru.bind(**{LOGGER_KEY: name}).patch(_store_task_record)
+        # The logger of the common call (no exception, the caller's own frame), built once:
+        # ``opt()`` makes a new logger object on every call.
+        self._direct = self._logger.opt(depth=2)
 
     def __repr__(self) -> str:
         return f"<TaskLogger {self.name!r}>"
@@ -201,6 +207,9 @@ class TaskLogger:
                 + "\nStack (most recent call last):\n"
                 + "".join(traceback.format_stack(sys._getframe(stacklevel + 1)))
             )
+        if not extra and stacklevel == 1 and (exc_info is None or exc_info is False):
+            self._direct.log(level, message)
+            return
         bound = self._logger.bind(**extra) if extra else self._logger
         # depth: skip _log and the public method so loguru reports the caller's location.
         bound.opt(depth=stacklevel + 1, exception=_exception(exc_info)).log(level, message)
@@ -242,20 +251,51 @@ def install_task_sink() -> None:
             handlers = getattr(getattr(_loguru, "_core", None), "handlers", None)
             if handlers is None or _sink_id in handlers:
                 return
-        _sink_id = _loguru.add(_task_sink, level="DEBUG", format=_no_format, catch=True)
+        _sink_id = _loguru.add(
+            _task_sink, level="DEBUG", format=_no_format, filter=_for_sink, catch=True
+        )
 
 
 def _no_format(record: Any) -> str:
     # The sink reads the record itself; an empty format keeps loguru from formatting the
-    # message (and the traceback) a second time for it.
+    # message a second time for it.
     return ""
 
 
+def _for_sink(record: Any) -> bool:
+    """The records the task sink stores: ``loguru.logger``'s, inside a task.
+
+    A ``TaskLogger``'s records were stored by its patcher already; the filter runs before
+    loguru formats anything for the handler (a traceback included), so every other record
+    costs this sink one call."""
+    return LOGGER_KEY not in record["extra"] and current_context() is not None
+
+
 def _task_sink(message: Any) -> None:
+    _store(message.record)
+
+
+def _store_task_record(record: Any) -> None:
+    """A ``TaskLogger``'s patcher: store ``record`` when it is logged inside a task.
+
+    Never raises: loguru calls patchers outside its handlers' error catching, so an error
+    here would reach the line that logs."""
+    if record["level"].no < _DEBUG:
+        return  # TRACE is not stored (the sink's level, for loguru.logger's records)
+    try:
+        _store(record)
+    except Exception:
+        # What loguru does for a handler with catch=True: report, and go on.
+        sys.stderr.write("taskqueue: a task log line could not be stored:\n")
+        traceback.print_exc(file=sys.stderr)
+
+
+def _store(record: Any) -> None:
+    """Add ``record`` (a loguru record) to the running task's log; nothing outside a task,
+    nor for records of taskqueue's own (``INTERNAL_KEY``)."""
     ctx = current_context()
     if ctx is None:
         return
-    record = message.record
     extra = record["extra"]
     if INTERNAL_KEY in extra:
         return
@@ -279,6 +319,10 @@ def _task_sink(message: Any) -> None:
             date_created=record["time"].astimezone(UTC),
         )
     )
+
+
+_DEBUG = 10
+"""The lowest level stored in a task's log."""
 
 
 def _type(level_no: int) -> str:

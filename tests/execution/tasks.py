@@ -222,3 +222,15 @@ async def set_bad_context() -> str:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return "accepted"
+
+
+async def log_with_loguru_context(label: str) -> str:
+    """Lines inside ``loguru.logger.contextualize`` and a TRACE line, each way."""
+    log = getLogger("tests.contextualized")
+    with loguru_logger.contextualize(request=label):
+        log.info("with context")
+        loguru_logger.info("loguru with context")
+    log.log(5, "trace from a TaskLogger")
+    loguru_logger.trace("trace from loguru")
+    log.info("plain")
+    return label

@@ -55,6 +55,33 @@ async def test_task_logs_reach_the_table_with_levels_names_extra_and_tracebacks(
     assert all(r.date_created.tzinfo is not None for r in rows)
 
 
+async def test_loguru_context_fields_are_stored_and_trace_lines_are_not(queue: TaskQueue) -> None:
+    ref = queue.add_task(tasks.log_with_loguru_context, "r-1")
+    await run_until_idle(queue)
+    assert await ref.wait(5) == "r-1"
+    rows = await _all_logs(queue, await ref.get_task_id())
+    assert [(r.type, r.name, r.message, r.info) for r in rows] == [
+        ("info", "tests.contextualized", "with context", {"request": "r-1"}),
+        ("info", "tests.execution.tasks", "loguru with context", {"request": "r-1"}),
+        ("info", "tests.contextualized", "plain", None),
+    ]
+
+
+async def test_a_line_that_cannot_be_stored_does_not_fail_the_task(
+    queue: TaskQueue, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from taskqueue_core import logging as task_logging
+
+    def refuse(record: object) -> None:
+        raise RuntimeError("storage refused")
+
+    monkeypatch.setattr(task_logging, "_store", refuse)
+    ref = queue.add_task(tasks.log_with_loguru_context, "r-2")
+    await run_until_idle(queue)
+    assert await ref.wait(5) == "r-2"
+    assert "storage refused" in capsys.readouterr().err
+
+
 async def test_logs_from_a_thread_task_are_stored(queue: TaskQueue) -> None:
     ref = queue.add_task(tasks.sync_log, "t")
     await run_until_idle(queue)

@@ -4,9 +4,10 @@ Table and column names are public (the SQL of the docs runs against them), so ev
 spelled out. The repositories do their hot paths in SQL; these models define the schema and
 let applications query the tables with the ORM. The app label is ``taskqueue``.
 
-The claim index is not declared here: it is a partial expression index that the ORM cannot
-express, created by the migration (PostgreSQL) and by ``SqliteRepository.open`` (SQLite);
-see ``taskqueue_core.tortoise.schema``.
+Two partial indexes are not declared here, because the ORM cannot express them: the claim
+index and the index of ``parent_task`` (non-null values only). The migrations create them
+(PostgreSQL), and so does ``SqliteRepository.open`` (SQLite); see
+``taskqueue_core.tortoise.schema``.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class QueuedTask(Model):
         null=True,
         on_delete=fields.SET_NULL,
         source_field="parent_task",
-        db_index=True,
+        # Indexed by a partial index (``schema.PARENT_INDEX_SQL``): most tasks have no parent.
+        db_index=False,
     )
     pending_parents = fields.IntField(default=0)
     channel = fields.CharField(max_length=64, default="default")

@@ -4,7 +4,8 @@ PostgreSQL databases are migrated with the aerich migrations shipped in the
 ``aerich_migrations`` package (``aerich_migrations/taskqueue/<n>_<date>_<name>.py``), found
 through the installed package, so ``migrate`` works from a wheel as well as from a checkout.
 SQLite databases (the embedded default) get the schema created from the models instead.
-Both also get the claim index, which the ORM cannot declare (see ``models``).
+Both also get the two partial indexes the ORM cannot declare (see ``models``): the claim
+index and the ``parent_task`` index.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from taskqueue_core.tortoise.models import APP_LABEL, MODELS_MODULE
 __all__ = [
     "CLAIM_INDEX_SQL",
     "MIGRATION_LOCK_KEY",
+    "PARENT_INDEX_SQL",
     "POSTGRES_CLAIM_INDEX_SQL",
     "create_schema",
+    "index_statements",
     "migrate",
     "migration_config",
     "migrations_location",
@@ -49,6 +52,25 @@ POSTGRES_CLAIM_INDEX_SQL = (
     'CREATE INDEX IF NOT EXISTS "queued_tasks_claim_idx" ON "queued_tasks" '
     '((-"priority"), "date_scheduled", "id") WHERE ("state" = \'enqueued\') IS TRUE'
 )
+
+# Children are looked up by ``parent_task = x`` (and the foreign key's ON DELETE SET NULL does
+# the same), which implies a non-null value: the index leaves out the tasks without a parent,
+# most of them, so that their row versions (created, claimed, ended) add no entry to it.
+PARENT_INDEX_SQL = (
+    'CREATE INDEX IF NOT EXISTS "queued_tasks_parent_idx" ON "queued_tasks" ("parent_task") '
+    'WHERE "parent_task" IS NOT NULL'
+)
+
+# The full index of ``parent_task`` that schemas created before ``PARENT_INDEX_SQL`` have.
+_FULL_PARENT_INDEX_SQL = 'DROP INDEX IF EXISTS "idx_queued_task_parent__75ab0b"'
+
+
+def index_statements(*, postgres: bool) -> list[str]:
+    """The statements that give an existing schema the indexes the ORM cannot declare (and
+    remove the full ``parent_task`` index they replace); each is idempotent."""
+    claim = POSTGRES_CLAIM_INDEX_SQL if postgres else CLAIM_INDEX_SQL
+    return [claim, PARENT_INDEX_SQL, _FULL_PARENT_INDEX_SQL]
+
 
 MIGRATION_LOCK_KEY = 0x7471_6D69_6772_6174
 """Session advisory lock held while migrating, so that two processes never migrate at once."""
@@ -141,7 +163,7 @@ async def create_schema(client: Any) -> None:
     sql = get_schema_sql(client, safe=True)
     await client.execute_script(sql)
     postgres = getattr(client.schema_generator, "DIALECT", "") == "postgres"
-    await client.execute_script(POSTGRES_CLAIM_INDEX_SQL if postgres else CLAIM_INDEX_SQL)
+    await client.execute_script(";\n".join(index_statements(postgres=postgres)))
 
 
 async def migrate(database_url: str) -> list[str]:

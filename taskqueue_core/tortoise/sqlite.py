@@ -394,7 +394,7 @@ class SqliteRepository:
         self._client = client
 
     async def _open_shared(self, client: Any) -> None:
-        from taskqueue_core.tortoise.schema import CLAIM_INDEX_SQL, create_schema
+        from taskqueue_core.tortoise.schema import create_schema, index_statements
 
         dialect = getattr(getattr(client, "capabilities", None), "dialect", None)
         if dialect != "sqlite" or not hasattr(client, "acquire_connection"):
@@ -420,7 +420,8 @@ class SqliteRepository:
                         "'taskqueue_core.tortoise.models' to the Tortoise apps of this "
                         "connection, or run `taskq migrate`"
                     ) from schema_error
-                await conn.execute_fetchall(CLAIM_INDEX_SQL)
+                for statement in index_statements(postgres=False):
+                    await conn.execute_fetchall(statement)
         except _driver_errors() as exc:
             raise RepositoryError(f"cannot use the shared SQLite client: {exc}") from exc
         self._client = client

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from taskqueue_core.models import FunctionRef, NewTask
+from taskqueue_core.models import FunctionRef, NewTask, TaskFilter
 from taskqueue_core.tortoise import postgres
 from taskqueue_core.tortoise.postgres import PostgresRepository
 
@@ -199,3 +199,34 @@ async def test_next_due_probes_the_claim_index_per_priority(
         # Each probe stops at its first entry: at most one row per loop.
         assert all(re.search(r"actual time=\S+ rows=[01] loops", line) for line in probes), plan
     assert await repo.next_due() == later
+
+
+@pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
+async def test_children_are_found_through_the_partial_parent_index(
+    repo: PostgresRepository, db: asyncpg.Connection, mode: str
+) -> None:
+    """The ``parent_task`` index holds the tasks that have a parent only; listing a parent's
+    children (and the foreign key's ON DELETE SET NULL, the same condition) still uses it."""
+    indexes = {
+        r["indexname"]: r["indexdef"]
+        for r in await db.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'queued_tasks'"
+        )
+    }
+    assert "WHERE (parent_task IS NOT NULL)" in indexes["queued_tasks_parent_idx"], indexes
+    assert not [name for name in indexes if name.startswith("idx_queued_task_parent")], indexes
+
+    await db.execute(FINISHED_ROWS, 60_000)
+    [parent] = await repo.create_tasks([NewTask("parent", FUNCTION)])
+    await repo.create_tasks(
+        [NewTask(f"child{i}", FUNCTION, parent_ids=(parent,)) for i in range(20)]
+    )
+    await db.execute("ANALYZE queued_tasks")
+    await db.execute(f"SET plan_cache_mode = {mode}")
+
+    where, _ = postgres._filter_sql(TaskFilter(parent_task=parent))
+    listing = await plan_of(db, f"SELECT id FROM queued_tasks{where}", str(parent))
+    assert "queued_tasks_parent_idx" in listing, listing
+    assert "Seq Scan" not in listing, listing
+    size = await db.fetchval("SELECT pg_relation_size('queued_tasks_parent_idx')")
+    assert size <= 2 * 8192, "the tasks without a parent are in the index"

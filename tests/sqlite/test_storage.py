@@ -1,4 +1,4 @@
-"""How values are stored: JSON text, fixed-width UTC timestamps, the claim index."""
+"""How values are stored: JSON text, fixed-width UTC timestamps, the partial indexes."""
 
 from __future__ import annotations
 
@@ -103,6 +103,33 @@ async def test_claim_reads_the_partial_claim_index(repo: SqliteRepository) -> No
         ))  # fmt: skip
     assert "queued_tasks_claim_idx" in plan
     assert "TEMP B-TREE" not in plan
+
+
+async def test_the_parent_index_is_partial_and_replaces_the_full_one(db_path: Path) -> None:
+    """A database made with the full ``parent_task`` index gets the partial one on open; a
+    lookup of a parent's children uses it, and tasks without a parent are not in it."""
+    first = SqliteRepository(f"sqlite://{db_path}")
+    await first.open()
+    try:
+        [parent] = await first.create_tasks([new("parent")])
+        await first.create_tasks([new("child", parent_ids=(parent,)), new("alone")])
+    finally:
+        await first.close()
+    with sqlite3.connect(db_path) as conn:  # the index of an older schema
+        conn.execute("DROP INDEX queued_tasks_parent_idx")
+        conn.execute('CREATE INDEX "idx_queued_task_parent__75ab0b" ON queued_tasks (parent_task)')
+
+    again = SqliteRepository(f"sqlite://{db_path}")
+    await again.open()
+    await again.close()
+    indexes = dict(raw(db_path, "SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+    assert "idx_queued_task_parent__75ab0b" not in indexes
+    assert 'WHERE "parent_task" IS NOT NULL' in str(indexes["queued_tasks_parent_idx"])
+    plan = raw(db_path, "EXPLAIN QUERY PLAN SELECT id FROM queued_tasks WHERE parent_task = ?", 1)
+    assert "queued_tasks_parent_idx" in str(plan), plan
+    entries = raw(db_path, "SELECT count(*) FROM queued_tasks INDEXED BY queued_tasks_parent_idx "
+                  "WHERE parent_task IS NOT NULL")  # fmt: skip
+    assert entries == [(1,)]
 
 
 async def test_outcomes_for_many_tasks_are_applied_in_one_call(repo: SqliteRepository) -> None:

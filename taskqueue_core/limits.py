@@ -11,7 +11,10 @@ sizes of its columns:
 - ``max_retries``: an int from 0 to ``INT32_MAX``;
 - JSON values (args, kwargs, context, result, log info): no NUL character in a string or a
   key (PostgreSQL's jsonb refuses it), ints of at most ``JSON_INT_DIGITS_MAX`` digits;
-- log rows: ``type`` and ``name`` are cut to ``LOG_TYPE_MAX`` (16) and ``NAME_MAX``.
+- log rows: ``type`` and ``name`` are cut to ``LOG_TYPE_MAX`` (16) and ``NAME_MAX``;
+- no text column holds a NUL character either: what a task produces rather than what a
+  caller gives (its error, its log lines) is made storable with ``storable_text`` and
+  ``storable_json`` (each NUL becomes U+FFFD) instead of being refused.
 
 A repository refuses a task that breaks one of them with ``InvalidTaskError``
 (``ArgumentNotSerializable`` for JSON) before anything is written; ``check_columns`` and
@@ -23,6 +26,7 @@ the call instead of failing a background write a moment later.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from taskqueue_core.exceptions import InvalidTaskError
 from taskqueue_core.models import NewTask
@@ -40,6 +44,8 @@ __all__ = [
     "check_columns",
     "fits_int32",
     "json_has_nul",
+    "storable_json",
+    "storable_text",
 ]
 
 NAME_MAX = 255
@@ -83,6 +89,27 @@ def fits_int32(value: object) -> bool:
 def json_has_nul(text: str) -> bool:
     """True when the JSON text ``text`` (from ``json.dumps``) encodes a NUL character."""
     return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
+
+
+def storable_text(text: str) -> str:
+    """``text`` with each NUL character replaced by U+FFFD (the replacement character).
+
+    For text a task produces, which must be stored whatever it holds: an exception's message
+    or traceback, a log line. PostgreSQL refuses NUL in ``text`` and in jsonb strings, and a
+    refused write would hold back every other outcome and line of the worker behind it."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
+def storable_json(value: Any) -> Any:
+    """``value`` (plain JSON: dicts, lists, scalars) with ``storable_text`` applied to every
+    string and key; ``value`` itself when it holds no NUL."""
+    if isinstance(value, str):
+        return storable_text(value)
+    if isinstance(value, dict):
+        return {storable_text(k): storable_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [storable_json(v) for v in value]
+    return value
 
 
 def check_columns(task: NewTask, what: str) -> None:

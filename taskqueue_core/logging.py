@@ -37,6 +37,7 @@ from typing import Any
 from loguru import logger as _loguru
 
 from taskqueue_core.context import current_context
+from taskqueue_core.limits import storable_json, storable_text
 from taskqueue_core.models import NewLogRecord
 
 __all__ = [
@@ -313,9 +314,9 @@ def _store(record: Any) -> None:
         NewLogRecord(
             task_id=ctx.task_id,
             type=_type(record["level"].no),
-            name=extra.get(LOGGER_KEY) or record["name"] or "",
-            message=record["message"],
-            info=info,
+            name=storable_text(extra.get(LOGGER_KEY) or record["name"] or ""),
+            message=storable_text(record["message"]),
+            info=None if info is None else storable_json(info),
             date_created=record["time"].astimezone(UTC),
         )
     )

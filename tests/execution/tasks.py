@@ -234,3 +234,11 @@ async def log_with_loguru_context(label: str) -> str:
     loguru_logger.trace("trace from loguru")
     log.info("plain")
     return label
+
+
+async def produce_nul(fail: bool) -> str:
+    """A log line and (``fail``) an error whose texts hold NUL characters."""
+    getLogger("nul\x00name").warning("line\x00one", extra={"k\x00": ["v\x00"]})
+    if fail:
+        raise ValueError("bad\x00byte")
+    return "ok"

@@ -82,6 +82,31 @@ async def test_a_line_that_cannot_be_stored_does_not_fail_the_task(
     assert "storage refused" in capsys.readouterr().err
 
 
+async def test_nul_characters_a_task_produces_are_stored_as_replacement_characters(
+    queue_all: TaskQueue,
+) -> None:
+    """No text column holds NUL: an error or a log line with one is stored with U+FFFD in its
+    place, instead of a write that fails and holds back the worker's other outcomes."""
+    queue = queue_all
+    failing = queue.add_task(tasks.produce_nul, True, max_retries=0)
+    passing = queue.add_task(tasks.produce_nul, False)
+    after = queue.add_task(tasks.noop)
+    await run_until_idle(queue, timeout=30)
+    task = await queue.get_task(await failing.get_task_id())
+    assert task.state == "failed"
+    assert task.exception_message == "bad\ufffdbyte"
+    assert task.exception_info is not None and "bad\ufffdbyte" in task.exception_info
+    assert await passing.wait(5) == "ok"
+    await after.wait(5)
+    for ref in (failing, passing):
+        [row] = await _all_logs(queue, await ref.get_task_id())
+        assert (row.name, row.message, row.info) == (
+            "nul\ufffdname",
+            "line\ufffdone",
+            {"k\ufffd": ["v\ufffd"]},
+        )
+
+
 async def test_logs_from_a_thread_task_are_stored(queue: TaskQueue) -> None:
     ref = queue.add_task(tasks.sync_log, "t")
     await run_until_idle(queue)

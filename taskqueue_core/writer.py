@@ -11,25 +11,36 @@ A round writes log lines first, then contexts (the dirty live ones every ``CONTE
 and the final ones of interrupted tasks), then outcomes: when ``TaskRef.wait()`` returns, the
 task's log lines are stored. Repository errors are retried with backoff (the data is kept);
 other errors drop the batch with a logged error (retrying could never succeed).
+
+One item the storage refuses must not hold back the others: a write that has failed
+``SPLIT_AFTER`` times in a row is split in halves, each written (and retried) on its own. An
+item that still fails alone while a read of the storage succeeds is refused for good: an
+outcome is replaced by a failure that says why (and dropped if even that is refused, leaving
+the task to the pool's check of its claimed tasks), a log line or a context is dropped; each
+with a logged error. While the storage is unreachable nothing is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger as _loguru
 
 from taskqueue_core.exceptions import RepositoryError
+from taskqueue_core.limits import storable_text
 from taskqueue_core.logging import INTERNAL_KEY, LogBuffer
-from taskqueue_core.models import NewLogRecord, Outcome
+from taskqueue_core.models import NewLogRecord, Outcome, TaskState
 
 if TYPE_CHECKING:
     from taskqueue_core.context import TaskContext
     from taskqueue_core.repository import TaskRepository
 
-__all__ = ["CONTEXT_PERIOD", "LOG_BATCH", "OUTCOME_BATCH", "BatchWriter"]
+__all__ = ["CONTEXT_PERIOD", "LOG_BATCH", "OUTCOME_BATCH", "SPLIT_AFTER", "BatchWriter"]
+
+T = TypeVar("T")
 
 _log = _loguru.bind(**{INTERNAL_KEY: True})
 
@@ -41,6 +52,10 @@ LOG_BATCH = 1_000
 
 OUTCOME_BATCH = 500
 """Most outcomes per ``complete_tasks`` call: bounded statements keep each write short."""
+
+SPLIT_AFTER = 3
+"""Failures in a row after which a write is split in halves (or, for one item, the storage is
+read to tell a refused item from an unreachable storage)."""
 
 
 class BatchWriter:
@@ -175,28 +190,48 @@ class BatchWriter:
             lines = self.logs.drain(min(count, LOG_BATCH))
             count -= LOG_BATCH
             if lines:
-                await self._call("append_logs", self._repository.append_logs, lines)
+                await self._write(
+                    "append_logs", lines, self._repository.append_logs, _no_substitute
+                )
         contexts = self._contexts
         for ctx in self._live_contexts():
             if ctx.dirty:
                 contexts[ctx.task_id] = ctx.snapshot()
         if contexts:
             self._contexts = {}
-            await self._call("update_contexts", self._repository.update_contexts, contexts)
+            await self._write(
+                "update_contexts",
+                list(contexts.items()),
+                lambda part: self._repository.update_contexts(dict(part)),
+                _no_substitute,
+            )
         for start in range(0, len(outcomes), OUTCOME_BATCH):
             part = outcomes[start : start + OUTCOME_BATCH]
             self.outcomes_written += len(part)
-            await self._call(
-                "complete_tasks", self._repository.complete_tasks, self._server_name, part
+            await self._write(
+                "complete_tasks",
+                part,
+                lambda items: self._repository.complete_tasks(self._server_name, items),
+                _failure_instead,
             )
         if outcomes and self._on_written is not None:
             self._on_written()
 
-    async def _call(self, what: str, method: Callable[..., Any], *args: Any) -> None:
+    async def _write(
+        self,
+        what: str,
+        items: list[T],
+        write: Callable[[list[T]], Awaitable[object]],
+        substitute: Callable[[T, BaseException], T | None],
+    ) -> None:
+        """Write ``items`` with ``write``: retried with backoff while it fails with a
+        repository error, split in halves after ``SPLIT_AFTER`` failures in a row, and an
+        item refused alone while the storage answers is given to ``substitute`` (a
+        replacement written once, or None) and otherwise dropped (see the module doc)."""
         failures = 0
         while True:
             try:
-                await method(*args)
+                await write(items)
                 return
             except (RepositoryError, OSError) as exc:
                 failures += 1
@@ -209,6 +244,15 @@ class BatchWriter:
                         exc,
                     )
                     return
+                if failures >= SPLIT_AFTER:
+                    if len(items) > 1:
+                        middle = len(items) // 2
+                        await self._write(what, items[:middle], write, substitute)
+                        await self._write(what, items[middle:], write, substitute)
+                        return
+                    if await self._storage_answers():
+                        await self._refuse(what, items[0], exc, write, substitute)
+                        return
                 _log.warning(
                     "taskqueue worker: {} failed ({}); retrying in {:.2f}s", what, exc, delay
                 )
@@ -218,3 +262,65 @@ class BatchWriter:
                     "taskqueue worker: {} raised an unexpected error; this batch is dropped", what
                 )
                 return
+
+    async def _storage_answers(self) -> bool:
+        """True when a read of the storage succeeds: a write that keeps failing then fails
+        because of what it writes, not because the storage is out of reach."""
+        try:
+            await self._repository.list_servers()
+        except Exception:
+            return False
+        return True
+
+    async def _refuse(
+        self,
+        what: str,
+        item: T,
+        exc: BaseException,
+        write: Callable[[list[T]], Awaitable[object]],
+        substitute: Callable[[T, BaseException], T | None],
+    ) -> None:
+        replacement = substitute(item, exc)
+        if replacement is not None:
+            try:
+                await write([replacement])
+            except Exception as again:
+                _log.error(
+                    "taskqueue worker: {} refused {!r} ({}) and its replacement ({}); it is "
+                    "dropped",
+                    what,
+                    item,
+                    exc,
+                    again,
+                )
+            else:
+                _log.error(
+                    "taskqueue worker: {} refused {!r} ({}); a failure was stored instead",
+                    what,
+                    item,
+                    exc,
+                )
+            return
+        _log.error("taskqueue worker: {} refused {!r} ({}); it is dropped", what, item, exc)
+
+
+def _no_substitute(item: object, exc: BaseException) -> None:
+    """Log lines and contexts the storage refuses are dropped."""
+    return None
+
+
+def _failure_instead(outcome: Outcome, exc: BaseException) -> Outcome | None:
+    """The outcome to store in place of ``outcome`` when the storage refuses it: the task
+    fails, saying why (None when that outcome is already such a failure)."""
+    if outcome.error_name == "OutcomeNotStored":
+        return None
+    return dataclasses.replace(
+        outcome,
+        state=TaskState.FAILED,
+        result=None,
+        error_name="OutcomeNotStored",
+        error_message=storable_text(f"the outcome of task {outcome.task_id} was refused: {exc}"),
+        error_info=None,
+        retry_at=None,
+        context=None,
+    )

@@ -19,8 +19,8 @@ import pytest
 
 from taskqueue_core.exceptions import ArgumentNotSerializable, InvalidTaskError
 from taskqueue_core.models import Event, FunctionRef, NewTask, Outcome, TaskState
-from taskqueue_core.tortoise import postgres
-from taskqueue_core.tortoise.postgres import PostgresRepository
+from taskqueue_core.tortoise.postgres import PostgresRepository, batches
+from taskqueue_core.tortoise.postgres.statements import CREATE_FREE_SQL, CREATE_SQL
 
 pytestmark = pytest.mark.postgres
 
@@ -103,9 +103,9 @@ async def test_every_task_of_a_batch_is_stored_as_given(
 
 def test_mixed_batches_take_the_column_path() -> None:
     # (So that the test above covers it: anything unusual takes the task-by-task path.)
-    assert postgres._batch_by_column(_mixed(300)) is not None
-    assert postgres._batch_of_one(_mixed(1)[0]) is not None
-    assert postgres._batch_of_one(NewTask("child", BY_PATH, parent_ids=(5,))) is not None
+    assert batches._batch_by_column(_mixed(300)) is not None
+    assert batches._batch_of_one(_mixed(1)[0]) is not None
+    assert batches._batch_of_one(NewTask("child", BY_PATH, parent_ids=(5,))) is not None
 
 
 class Name(str):
@@ -117,7 +117,7 @@ async def test_unusual_values_take_the_task_path_and_are_stored_as_given(
 ) -> None:
     given = _mixed(5)
     given[2] = NewTask(Name("named"), BY_PATH, args=(1, "two"), kwargs={"k": Name("v")})
-    assert postgres._batch_by_column(given) is None
+    assert batches._batch_by_column(given) is None
     ids = await repo.create_tasks(given)
     stored = await repo.get_tasks(ids)
     for new, task in zip(given, stored, strict=True):
@@ -226,11 +226,11 @@ async def test_a_large_batch_is_one_linear_statement(
 ) -> None:
     # The plan of a 50,000-task batch: no join (positions are array subscripts), and an
     # estimated cost far below the point where PostgreSQL would JIT-compile it.
-    batch = postgres._batch([NewTask("t", BY_PATH, args=[i]) for i in range(50_000)])
+    batch = batches.batch_of([NewTask("t", BY_PATH, args=[i]) for i in range(50_000)])
     jit_above = float(await db.fetchval("SHOW jit_above_cost"))
     statements = [
-        (postgres._CREATE_SQL, repo._create_args(batch, {})),
-        (postgres._CREATE_FREE_SQL, [*repo._columns_args(batch), "queue_new_task", ["{}"]]),
+        (CREATE_SQL, repo._create_args(batch, {})),
+        (CREATE_FREE_SQL, [*repo._columns_args(batch), "queue_new_task", ["{}"]]),
     ]
     for mode in ("auto", "force_generic_plan"):
         await db.execute(f"SET plan_cache_mode = {mode}")

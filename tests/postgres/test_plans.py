@@ -14,8 +14,7 @@ import asyncpg
 import pytest
 
 from taskqueue_core.models import FunctionRef, NewTask, TaskFilter
-from taskqueue_core.tortoise import postgres
-from taskqueue_core.tortoise.postgres import PostgresRepository
+from taskqueue_core.tortoise.postgres import PostgresRepository, filters, statements
 
 pytestmark = pytest.mark.postgres
 
@@ -67,8 +66,8 @@ async def test_claim_reads_the_partial_claim_index(
     await db.execute("ANALYZE queued_tasks")
     await db.execute(f"SET plan_cache_mode = {mode}")
 
-    any_channel = await plan_of(db, postgres._CLAIM_ANY_SQL, "'server', 10")
-    some_channels = await plan_of(db, postgres._CLAIM_CHANNELS_SQL, "'server', 10, '{a}'")
+    any_channel = await plan_of(db, statements.CLAIM_ANY_SQL, "'server', 10")
+    some_channels = await plan_of(db, statements.CLAIM_CHANNELS_SQL, "'server', 10, '{a}'")
     # Without a channel filter (a worker's default), the index gives the order: no sort.
     assert "Index Scan using queued_tasks_claim_idx" in any_channel, any_channel
     assert "Sort" not in any_channel, any_channel
@@ -99,7 +98,7 @@ async def test_completion_looks_up_by_key_despite_skewed_statistics(
     done = ",".join(["done"] * 10)
     plan = await plan_of(
         db,
-        postgres._COMPLETE_SQL,
+        statements.COMPLETE_SQL,
         f"'server', '{{{ids}}}', '{{{done}}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
         "NULL, 'queue_new_task'",
     )
@@ -144,7 +143,7 @@ async def test_a_big_completion_stays_linear_in_its_batch(
     done = ",".join(["done"] * len(running))
     plan = await analyzed_plan(
         db,
-        postgres._COMPLETE_SQL,
+        statements.COMPLETE_SQL,
         f"'server', '{{{ids}}}', '{{{done}}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
         "NULL, 'queue_new_task'",
     )
@@ -181,8 +180,8 @@ async def test_next_due_probes_the_claim_index_per_priority(
     await db.execute(f"SET plan_cache_mode = {mode}")
 
     for statement, arguments in (
-        (postgres._NEXT_DUE_ANY_SQL, ""),
-        (postgres._NEXT_DUE_CHANNELS_SQL, "'{default}'"),
+        (statements.NEXT_DUE_ANY_SQL, ""),
+        (statements.NEXT_DUE_CHANNELS_SQL, "'{default}'"),
     ):
         if arguments:
             plan = await analyzed_plan(db, statement, arguments)
@@ -224,7 +223,7 @@ async def test_children_are_found_through_the_partial_parent_index(
     await db.execute("ANALYZE queued_tasks")
     await db.execute(f"SET plan_cache_mode = {mode}")
 
-    where, _ = postgres._filter_sql(TaskFilter(parent_task=parent))
+    where, _ = filters.filter_sql(TaskFilter(parent_task=parent))
     listing = await plan_of(db, f"SELECT id FROM queued_tasks{where}", str(parent))
     assert "queued_tasks_parent_idx" in listing, listing
     assert "Seq Scan" not in listing, listing

@@ -1,0 +1,127 @@
+"""Values between Python and the task tables: rows to the core's dataclasses, values to text.
+
+``task`` and ``server`` read, by position, rows selected with the task and server columns of
+``statements``; ``encode`` gives the JSON text of a value for a jsonb column or raises
+``ArgumentNotSerializable`` naming it; ``utc`` makes datetimes aware, in UTC.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from taskqueue_core.exceptions import ArgumentNotSerializable
+from taskqueue_core.models import FunctionRef, ServerInfo, Task, TaskState
+
+
+def utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC datetime (a naive one is taken as UTC, as asyncpg does)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+# ``\u0000`` in JSON text is a NUL only when its backslash is not itself escaped.
+NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def encode(value: Any, what: str) -> str:
+    """``value`` as JSON text for a jsonb column, or ``ArgumentNotSerializable`` naming it."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from exc
+    if "\\u0000" in text and NUL_ESCAPE.search(text):
+        raise ArgumentNotSerializable(f"{what} contains a NUL character, which jsonb cannot store")
+    return text
+
+
+def decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+_STATES = {state.value: state for state in TaskState}
+_FUNCTIONS: dict[tuple[str | None, str | None, str | None], FunctionRef] = {}
+
+
+def _json(text: str) -> Any:
+    # Most tasks carry empty arguments and context: skip the parser for those.
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
+    return json.loads(text)
+
+
+def _function(
+    module: str | None, name: str | None, blob: bytes | None, sig: str | None
+) -> FunctionRef:
+    """The ``FunctionRef`` of a row; import-path references are shared (they repeat a lot)."""
+    if blob is not None:
+        return FunctionRef(module, name, blob, sig)
+    key = (module, name, sig)
+    ref = _FUNCTIONS.get(key)
+    if ref is None:
+        if len(_FUNCTIONS) > 4096:
+            _FUNCTIONS.clear()
+        ref = _FUNCTIONS[key] = FunctionRef(module_name=module, function_name=name, signature=sig)
+    return ref
+
+
+def task(r: asyncpg.Record) -> Task:
+    """A ``Task`` from a row of ``_TASK_COLUMNS`` (by position: the hot path reads many)."""
+    return Task(
+        id=r[0],
+        name=r[1],
+        function=_function(r[2], r[3], r[4], r[5]),
+        state=_STATES[r[6]],
+        args=_json(r[7]),
+        kwargs=_json(r[8]),
+        context=_json(r[9]),
+        result=None if r[10] is None else json.loads(r[10]),
+        parent_task=r[11],
+        pending_parents=r[12],
+        channel=r[13],
+        priority=r[14],
+        retry_count=r[15],
+        max_retries=r[16],
+        timeout=r[17],
+        date_enqueued=r[18],
+        date_scheduled=r[19],
+        date_started=r[20],
+        date_done=r[21],
+        date_failed=r[22],
+        date_cancelled=r[23],
+        date_stopped=r[24],
+        date_ended=r[25],
+        execution_time=r[26],
+        claimed_by=r[27],
+        exception_name=r[28],
+        exception_message=r[29],
+        exception_info=r[30],
+    )
+
+
+def server(r: asyncpg.Record) -> ServerInfo:
+    return ServerInfo(
+        server_name=r[0],
+        hostname=r[1],
+        pid=r[2],
+        max_workers=r[3],
+        active_workers=r[4],
+        idle_workers=r[5],
+        is_running=r[6],
+        last_heartbeat=r[7],
+        started_at=r[8],
+        version=r[9],
+    )
+
+
+def unique(values: Sequence[int]) -> list[int]:
+    """``values`` without repeats, first occurrence kept (a parent counts once)."""
+    return list(dict.fromkeys(values))

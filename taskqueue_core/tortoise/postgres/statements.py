@@ -1,0 +1,738 @@
+"""The SQL text of ``PostgresRepository``: every statement, and the small functions that build it.
+
+Statements assembled from fragments (the cascade CTEs, the NOTIFY payloads, the rows of a
+creation batch) are built once, at import. Parameters are positional (``$1``, ...) in the
+order the repository passes them. The comment above each statement says why it is spelled
+the way it is; the ``xmin`` guards they share are explained in the package docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED
+
+WORKER_LOST = "WorkerLost"
+"""``exception_name`` of a task whose server died while it ran (see ``rescue_stale``)."""
+
+_TASK_COLUMNS = (
+    "id, name, module_name, function_name, serialized_function, signature, state, "
+    "args::text, kwargs::text, context::text, result::text, parent_task, pending_parents, "
+    "channel, priority, retry_count, max_retries, timeout, date_enqueued, date_scheduled, "
+    "date_started, date_done, date_failed, date_cancelled, date_stopped, date_ended, "
+    "execution_time, claimed_by, exception_name, exception_message, exception_info"
+)
+
+
+def _columns(alias: str) -> str:
+    return ", ".join(f"{alias}.{column.strip()}" for column in _TASK_COLUMNS.split(","))
+
+
+SELECT_TASKS = f"SELECT {_TASK_COLUMNS} FROM queued_tasks"
+
+# The claim. The CTE reads the claim index in order and stops after $2 rows it could lock;
+# rows another claimer holds are skipped, not waited for. ``(state = 'enqueued') IS TRUE`` is
+# the predicate of the claim index word for word, and no other index can serve it (see
+# ``schema.POSTGRES_CLAIM_INDEX_SQL``). FOR NO KEY UPDATE is the lock the UPDATE takes anyway,
+# and unlike FOR UPDATE it does not block foreign-key checks (a log row or a child edge being
+# inserted for one of these tasks). ``= ANY(ARRAY(...))`` makes the outer update a primary
+# key lookup whatever the planner guesses for ``LIMIT $2`` in a generic plan (a join could
+# turn into a scan of the whole table).
+#
+# The claim commits without waiting for its WAL flush (``synchronous_commit`` off for this
+# transaction only: ``set_config(..., true)`` is ``SET LOCAL``, so a pooled or a host's
+# connection keeps its own setting). The flush wait is most of a claim's time, and the claim
+# does not need it: a claim lost in a database crash leaves its tasks ``enqueued``, so they
+# run again (at-least-once), and the outcome of a claimed task is written by a synchronous
+# commit, which flushes the WAL up to and including the claim before it returns.
+_CLAIM_SQL = """
+WITH async_commit AS MATERIALIZED (
+    SELECT set_config('synchronous_commit', 'off', true)
+),
+ready AS (
+    SELECT id FROM queued_tasks
+    WHERE (state = 'enqueued') IS TRUE AND date_scheduled <= now() {channel_filter}
+    ORDER BY (-priority), date_scheduled, id
+    LIMIT $2
+    FOR NO KEY UPDATE SKIP LOCKED
+)
+UPDATE queued_tasks AS t
+SET state = 'doing', date_started = now(), claimed_by = $1
+WHERE t.id = ANY(ARRAY(SELECT id FROM ready)) AND EXISTS (SELECT FROM async_commit)
+RETURNING {columns}
+"""
+CLAIM_ANY_SQL = _CLAIM_SQL.format(channel_filter="", columns=_columns("t"))
+CLAIM_CHANNELS_SQL = _CLAIM_SQL.format(
+    channel_filter="AND channel = ANY($3::text[])", columns=_columns("t")
+)
+
+# The next due time, through the claim index. The index is ordered by priority first, so a
+# plain min(date_scheduled) would read every enqueued entry; instead ``levels`` walks the
+# distinct priorities (one index probe each, a loose index scan), and for each the first
+# entry scheduled after now is one more probe. A queue has few priority levels.
+_NEXT_DUE_SQL = """
+WITH RECURSIVE levels (rank) AS (
+    SELECT min(-priority) FROM queued_tasks WHERE (state = 'enqueued') IS TRUE
+    UNION ALL
+    SELECT (
+        SELECT min(-priority) FROM queued_tasks
+        WHERE (state = 'enqueued') IS TRUE AND -priority > l.rank
+    )
+    FROM levels AS l WHERE l.rank IS NOT NULL
+)
+SELECT min((
+    SELECT date_scheduled FROM queued_tasks
+    WHERE (state = 'enqueued') IS TRUE AND -priority = l.rank AND date_scheduled > now()
+        {channel_filter}
+    ORDER BY (-priority), date_scheduled, id
+    LIMIT 1
+))
+FROM levels AS l WHERE l.rank IS NOT NULL
+"""
+NEXT_DUE_ANY_SQL = _NEXT_DUE_SQL.format(channel_filter="")
+NEXT_DUE_CHANNELS_SQL = _NEXT_DUE_SQL.format(channel_filter="AND channel = ANY($1::text[])")
+
+# Plans. The row counts of CTEs are guesses to the planner, ``parent_id`` is skewed (one
+# parent may have thousands of children) and the share of each state changes faster than
+# ANALYZE runs, so a join could become a scan of a whole table (or of every waiting task)
+# per batch. Every lookup is therefore spelled ``key = ANY(ARRAY(SELECT ...))``, an array
+# PostgreSQL assumes small and answers with the index on ``key``, and state guards are
+# written ``(state = ...) IS TRUE``, which the index on ``state`` cannot serve, so that it is
+# never mistaken for a cheaper way in.
+#
+# The cascade of a failure or a cancellation, as CTEs. It expects a CTE ``seeds(id, root,
+# kind)``: the first tasks to end, each with the task whose end started the cascade and the
+# state to give them. ``tree`` walks down through waiting tasks only (a stopped or finished
+# task shields its descendants); ``doomed`` keeps one row per task (a failure wins over a
+# cancellation); ``killed`` ends them, each only if its row is still the version the tree
+# read (``xmin``: see the package docstring). Rows of ``doomed`` not in ``killed`` changed
+# meanwhile and get a follow-up statement.
+_CASCADE_CTES = f"""
+tree (id, root, kind, snap) AS (
+    SELECT c.id, s.root, s.kind, c.xmin
+    FROM seeds AS s JOIN queued_tasks AS c ON c.id = s.id
+    WHERE c.id = ANY(ARRAY(SELECT id FROM seeds)) AND (c.state = 'waiting') IS TRUE
+    UNION
+    SELECT c.id, tr.root, tr.kind, c.xmin
+    FROM tree AS tr
+    JOIN queued_task_dependencies AS d ON d.parent_id = tr.id
+    JOIN queued_tasks AS c ON c.id = d.task_id
+    WHERE (c.state = 'waiting') IS TRUE
+),
+doomed AS (
+    SELECT DISTINCT ON (id) id, root, kind, snap
+    FROM tree
+    ORDER BY id, (kind <> 'failed'), root
+),
+killed AS (
+    UPDATE queued_tasks AS c SET
+        state = d.kind,
+        date_failed = CASE WHEN d.kind = 'failed' THEN now() ELSE c.date_failed END,
+        date_cancelled = CASE WHEN d.kind = 'cancelled' THEN now() ELSE c.date_cancelled END,
+        date_ended = now(),
+        exception_name = CASE WHEN d.kind = 'failed'
+            THEN '{PARENT_FAILED}' ELSE '{PARENT_CANCELLED}' END,
+        exception_message = CASE WHEN d.kind = 'failed'
+            THEN format('parent task %s failed', d.root)
+            ELSE format('parent task %s was cancelled', d.root) END,
+        exception_info = NULL
+    FROM doomed AS d
+    WHERE c.id = ANY(ARRAY(SELECT id FROM doomed))
+      AND c.id = d.id AND c.xmin = d.snap AND (c.state = 'waiting') IS TRUE
+    RETURNING c.id
+),
+"""
+
+# Follow-up rows of a cascade, as JSON [[id, root, kind], ...] (rare, so no arrays needed).
+_KILL_LEFT = """(
+    SELECT json_agg(json_build_array(d.id, d.root, d.kind))::text
+    FROM doomed AS d WHERE NOT EXISTS (SELECT 1 FROM killed AS k WHERE k.id = d.id)
+)"""
+
+# NOTIFY payloads built in SQL from CTEs ``ready(channel)``, ``control(id)`` and
+# ``ended(id)``: created first, then control, then ended (the order subscribers of the other
+# backends see). Long id lists are split over several payloads, each under 8000 bytes.
+_NOTES_CTE = """
+notes (ord, payload) AS (
+    SELECT 1, json_build_object(
+        'kind', 'created', 'channels', array_agg(channel ORDER BY channel))::text
+    FROM (SELECT channel, (row_number() OVER (ORDER BY channel) - 1) / 50 AS chunk FROM ready) AS r
+    GROUP BY chunk
+    UNION ALL
+    SELECT 2, json_build_object('kind', 'control', 'task_ids', array_agg(id ORDER BY id))::text
+    FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / 300 AS chunk FROM control) AS c
+    GROUP BY chunk
+    UNION ALL
+    SELECT 3, json_build_object('kind', 'ended', 'task_ids', array_agg(id ORDER BY id))::text
+    FROM (SELECT id, (row_number() OVER (ORDER BY id) - 1) / 300 AS chunk FROM ended) AS e
+    GROUP BY chunk
+)
+"""
+
+
+def _notify_column(param: str) -> str:
+    """A select-list item that sends every row of ``notes`` (in order) when ``param`` is set."""
+    return (
+        f"(SELECT count(pg_notify({param}, n.payload)) FROM "
+        f"(SELECT payload FROM notes ORDER BY ord) AS n WHERE {param}::text IS NOT NULL) "
+        "AS notified"
+    )
+
+
+# Outcomes of a batch. ``pre`` is the snapshot's view of the rows this server still runs
+# (with their xmin); ``upd`` applies each outcome to the row only if it is that very version.
+# ``pre`` looks each outcome's row up by key (a LATERAL subquery with LIMIT 1 cannot be turned
+# into a join, so it stays one primary key probe per outcome), and ``upd`` fetches those row
+# versions again by their ``ctid`` (one TID scan, no index) and pairs them with ``pre`` on it.
+# The original spelling, a join of ``pre`` with an index scan on ``id = ANY($2)``, is
+# quadratic: the function scan, or the index's array keys, are redone for every row (300 ms
+# for 1,000 outcomes); a bare ``ctid = o.tid`` join lets the planner hash a sequential scan
+# of the table instead. With the TID list the table is never scanned, whatever the estimates.
+COMPLETE_SQL = (
+    """
+WITH RECURSIVE
+o AS (
+    SELECT * FROM unnest(
+        $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::timestamptz[], $9::bool[], $10::float8[], $11::text[]
+    ) AS o(id, state, result, error_name, error_message, error_info,
+           retry_at, count_attempt, execution_time, context)
+),
+pre AS (
+    SELECT o.*, r.snap, r.tid,
+           (o.state = 'failed' OR (o.state = 'enqueued' AND o.error_name IS NOT NULL))
+               AS set_error
+    FROM o CROSS JOIN LATERAL (
+        SELECT t.xmin AS snap, t.ctid AS tid FROM queued_tasks AS t
+        WHERE t.id = o.id AND (t.state = 'doing') IS TRUE AND t.claimed_by = $1
+        LIMIT 1
+    ) AS r
+),
+upd AS (
+    UPDATE queued_tasks AS t SET
+        state = o.state,
+        result = CASE WHEN o.state = 'done' THEN o.result::jsonb ELSE t.result END,
+        context = COALESCE(o.context::jsonb, t.context),
+        execution_time = COALESCE(o.execution_time, t.execution_time),
+        exception_name = CASE WHEN o.state = 'done' THEN NULL
+            WHEN o.set_error THEN o.error_name ELSE t.exception_name END,
+        exception_message = CASE WHEN o.state = 'done' THEN NULL
+            WHEN o.set_error THEN o.error_message ELSE t.exception_message END,
+        exception_info = CASE WHEN o.state = 'done' THEN NULL
+            WHEN o.set_error THEN o.error_info ELSE t.exception_info END,
+        date_done = CASE WHEN o.state = 'done' THEN now() ELSE t.date_done END,
+        date_failed = CASE WHEN o.state = 'failed' THEN now() ELSE t.date_failed END,
+        date_cancelled = CASE WHEN o.state = 'cancelled' THEN now() ELSE t.date_cancelled END,
+        date_stopped = CASE WHEN o.state = 'stopped' THEN now() ELSE t.date_stopped END,
+        date_ended = CASE WHEN o.state = 'enqueued' THEN t.date_ended ELSE now() END,
+        date_scheduled = CASE WHEN o.state = 'enqueued'
+            THEN COALESCE(o.retry_at, now()) ELSE t.date_scheduled END,
+        claimed_by = CASE WHEN o.state = 'enqueued' THEN NULL ELSE t.claimed_by END,
+        retry_count = t.retry_count
+            + CASE WHEN o.state = 'enqueued' AND COALESCE(o.count_attempt, true) THEN 1 ELSE 0 END
+    FROM pre AS o
+    WHERE t.ctid = ANY(ARRAY(SELECT tid FROM pre))
+      AND t.ctid = o.tid AND t.xmin = o.snap AND (t.state = 'doing') IS TRUE AND t.claimed_by = $1
+    RETURNING t.id, t.state, t.channel
+),
+seeds AS (
+    SELECT d.task_id AS id, u.id AS root, u.state AS kind
+    FROM queued_task_dependencies AS d JOIN upd AS u ON u.id = d.parent_id
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM upd WHERE state IN ('failed', 'cancelled')))
+),
+"""
+    + _CASCADE_CTES
+    + """
+counts AS (
+    -- In id order: the released children's new row versions are then written in the order
+    -- they are claimed, so a claim (and its completion) finds its batch on a few pages
+    -- instead of one page per child (a 10,000-child fan-out drained 10-15 % faster).
+    SELECT d.task_id AS id, count(*)::int AS n
+    FROM queued_task_dependencies AS d
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM upd WHERE state = 'done'))
+    GROUP BY d.task_id
+    ORDER BY d.task_id
+),
+released AS (
+    UPDATE queued_tasks AS c SET
+        pending_parents = GREATEST(c.pending_parents - n.n, 0),
+        state = CASE WHEN c.pending_parents - n.n <= 0 THEN 'enqueued' ELSE 'waiting' END
+    FROM counts AS n
+    WHERE c.id = ANY(ARRAY(SELECT id FROM counts)) AND c.id = n.id AND (c.state = 'waiting') IS TRUE
+      AND c.id <> ALL(ARRAY(SELECT id FROM doomed))
+    RETURNING c.id, c.state, c.channel
+),
+ended AS (
+    SELECT id FROM upd WHERE state <> 'enqueued'
+    UNION ALL
+    SELECT id FROM killed
+),
+ready AS (
+    SELECT channel FROM upd WHERE state = 'enqueued'
+    UNION
+    SELECT channel FROM released WHERE state = 'enqueued'
+),
+control AS (SELECT NULL::bigint AS id WHERE false),
+"""
+    + _NOTES_CTE
+    + """
+SELECT
+    ARRAY(SELECT id FROM upd) AS changed,
+    ARRAY(SELECT id FROM pre EXCEPT SELECT id FROM upd) AS contended,
+    ARRAY(SELECT id FROM ended) AS ended,
+    ARRAY(SELECT channel FROM ready) AS ready,
+    """
+    + _KILL_LEFT
+    + """ AS kill_left,
+    """
+    + _notify_column("$12")
+)
+
+# Follow-up of a cascade: end the given waiting tasks and their waiting descendants.
+KILL_SQL = (
+    """
+WITH RECURSIVE
+seeds AS (
+    SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) AS s(id, root, kind)
+),
+"""
+    + _CASCADE_CTES
+    + """
+ended AS (SELECT id FROM killed),
+ready AS (SELECT NULL::text AS channel WHERE false),
+control AS (SELECT NULL::bigint AS id WHERE false),
+"""
+    + _NOTES_CTE
+    + """
+SELECT
+    ARRAY(SELECT id FROM killed) AS ended,
+    """
+    + _KILL_LEFT
+    + """ AS kill_left,
+    """
+    + _notify_column("$4")
+)
+
+# Admin cancel ($2 = 'cancelled', with the cascade) and stop ($2 = 'stopped', none).
+CONTROL_SQL = (
+    """
+WITH RECURSIVE
+pre AS (
+    SELECT t.id, t.xmin AS snap, t.state AS previous
+    FROM queued_tasks AS t
+    WHERE t.id = ANY($1::bigint[]) AND (t.state IN ('waiting', 'enqueued', 'doing')) IS TRUE
+),
+upd AS (
+    UPDATE queued_tasks AS t SET
+        state = $2::text,
+        date_cancelled = CASE WHEN $2::text = 'cancelled' THEN now() ELSE t.date_cancelled END,
+        date_stopped = CASE WHEN $2::text = 'stopped' THEN now() ELSE t.date_stopped END,
+        date_ended = now()
+    FROM pre
+    WHERE t.id = ANY($1::bigint[])
+      AND t.id = pre.id AND t.xmin = pre.snap
+      AND (t.state IN ('waiting', 'enqueued', 'doing')) IS TRUE
+    RETURNING t.id, pre.previous
+),
+seeds AS (
+    SELECT d.task_id AS id, u.id AS root, 'cancelled'::text AS kind
+    FROM queued_task_dependencies AS d JOIN upd AS u ON u.id = d.parent_id
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM upd)) AND $2::text = 'cancelled'
+),
+"""
+    + _CASCADE_CTES
+    + """
+ended AS (
+    SELECT id FROM upd
+    UNION ALL
+    SELECT id FROM killed
+),
+ready AS (SELECT NULL::text AS channel WHERE false),
+control AS (SELECT id FROM upd WHERE previous = 'doing'),
+"""
+    + _NOTES_CTE
+    + """
+SELECT
+    ARRAY(SELECT id FROM pre EXCEPT SELECT id FROM upd) AS contended,
+    ARRAY(SELECT id FROM control) AS control,
+    ARRAY(SELECT id FROM ended) AS ended,
+    """
+    + _KILL_LEFT
+    + """ AS kill_left,
+    """
+    + _notify_column("$3")
+)
+
+# The reaper. Doing tasks of servers without a fresh heartbeat row that started before the
+# limit: re-enqueued with one more attempt counted, or failed when none is left.
+RESCUE_SQL = (
+    """
+WITH RECURSIVE
+pre AS (
+    SELECT t.id, t.xmin AS snap
+    FROM queued_tasks AS t
+    WHERE t.state = 'doing'
+      AND (t.date_started IS NULL OR t.date_started < $1)
+      AND NOT EXISTS (
+          SELECT 1 FROM queued_task_workers AS w
+          WHERE w.server_name = t.claimed_by AND w.last_heartbeat >= $1
+      )
+),
+upd AS (
+    UPDATE queued_tasks AS t SET
+        state = CASE WHEN t.retry_count >= t.max_retries THEN 'failed' ELSE 'enqueued' END,
+        retry_count = CASE WHEN t.retry_count >= t.max_retries
+            THEN t.retry_count ELSE t.retry_count + 1 END,
+        exception_name = '"""
+    + WORKER_LOST
+    + """',
+        exception_message = format(
+            'server %s stopped heartbeating while the task ran', quote_nullable(t.claimed_by)),
+        exception_info = NULL,
+        claimed_by = CASE WHEN t.retry_count >= t.max_retries THEN t.claimed_by END,
+        date_scheduled = CASE WHEN t.retry_count >= t.max_retries
+            THEN t.date_scheduled ELSE now() END,
+        date_failed = CASE WHEN t.retry_count >= t.max_retries THEN now() ELSE t.date_failed END,
+        date_ended = CASE WHEN t.retry_count >= t.max_retries THEN now() ELSE t.date_ended END
+    FROM pre
+    WHERE t.id = ANY(ARRAY(SELECT id FROM pre))
+      AND t.id = pre.id AND t.xmin = pre.snap AND t.state = 'doing'
+    RETURNING t.id, t.state, t.channel
+),
+seeds AS (
+    SELECT d.task_id AS id, u.id AS root, 'failed'::text AS kind
+    FROM queued_task_dependencies AS d JOIN upd AS u ON u.id = d.parent_id
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM upd WHERE state = 'failed'))
+),
+"""
+    + _CASCADE_CTES
+    + """
+gone AS (
+    DELETE FROM queued_task_workers WHERE last_heartbeat < $1 RETURNING server_name
+),
+ended AS (
+    SELECT id FROM upd WHERE state = 'failed'
+    UNION ALL
+    SELECT id FROM killed
+),
+ready AS (SELECT DISTINCT channel FROM upd WHERE state = 'enqueued'),
+control AS (SELECT NULL::bigint AS id WHERE false),
+"""
+    + _NOTES_CTE
+    + """
+SELECT
+    ARRAY(SELECT id FROM upd) AS rescued,
+    ARRAY(SELECT id FROM pre EXCEPT SELECT id FROM upd) AS contended,
+    ARRAY(SELECT id FROM ended) AS ended,
+    ARRAY(SELECT channel FROM ready) AS ready,
+    """
+    + _KILL_LEFT
+    + """ AS kill_left,
+    """
+    + _notify_column("$2")
+)
+
+# Makes the parents of a task being created (or restored) depend-able: the row lock orders
+# this writer against anyone ending the parent, and the new row version (new xmin) makes a
+# concurrent guarded statement that read the old version skip the parent and retry.
+TOUCH_SQL = """
+UPDATE queued_tasks AS p SET state = p.state
+WHERE p.id = ANY($1::bigint[])
+RETURNING p.id, p.state
+"""
+
+# Creation. A batch travels column by column, and a column whose value is the same for every
+# task (the function, the channel, the options, the state: the common case) is an array of
+# ONE element that every row uses (``_column_sql``); the JSON columns are one JSON array
+# document each (one element per task), or one constant. Decoding big arrays is most of
+# the server's work for a batch and encoding them most of the client's, so both shrink to
+# what actually varies (typically the arguments alone).
+#
+# Ids come from the sequence in a one-row CTE (an array, sorted: position i gets ids[i], so
+# ids follow positions) and every position is resolved by subscripting that array: the
+# statement has no join, so its cost is linear in the batch and its estimates cannot explode.
+# (Joining CTEs on positions made PostgreSQL guess millions of rows for a few thousand,
+# which switched JIT compilation on: most of the time of a 5,000-task batch went there.)
+#
+# Two statements share these parameters: ``CREATE_FREE_SQL`` for a batch in which no task
+# has a parent (every task starts enqueued: no edges, no states to compute, and the NOTIFY
+# payloads come from the caller), and ``CREATE_SQL`` for any batch.
+#
+# (column, parameter, SQL of the value from the array element ``{}``). Every array travels as
+# text[] (and the ids come back as text): arrays of any other type make asyncpg look their
+# types up in the catalog on every new connection, a query of ~10 ms.
+_TASK_COLUMNS_PARAMS = (
+    ("name", "$2::text[]", "{}"),
+    ("module_name", "$3::text[]", "{}"),
+    ("function_name", "$4::text[]", "{}"),
+    ("serialized_function", "$5::text[]", "decode({}, 'hex')"),
+    ("signature", "$6::text[]", "{}"),
+    ("channel", "$7::text[]", "{}"),
+    ("priority", "$8::text[]", "{}::int"),
+    ("max_retries", "$9::text[]", "{}::int"),
+    ("timeout", "$10::text[]", "{}::float8"),
+    ("scheduled", "$11::text[]", "{}::timestamptz"),
+)
+# The JSON columns: a document (a JSON array, one element per task) or, when it is NULL, a
+# constant for every task.
+_JSON_COLUMNS_PARAMS = (
+    ("args", "$12", "$13"),
+    ("kwargs", "$14", "$15"),
+    ("context", "$16", "$17"),
+)
+# The columns of ``CREATE_SQL`` only: each task's state and parents (see ``plan_of``).
+_PLAN_COLUMNS_PARAMS = (
+    ("state", "$18::text[]", "{}"),
+    ("pending", "$19::text[]", "{}::int"),
+    ("parent_id", "$20::text[]", "{}::bigint"),
+    ("parent_pos", "$21::text[]", "{}::int"),
+    ("cause_id", "$22::text[]", "{}::bigint"),
+    ("cause_pos", "$23::text[]", "{}::int"),
+)
+
+_NEW_IDS_CTE = """ids AS (
+    SELECT array_agg(s.id ORDER BY s.id) AS a
+    FROM (
+        SELECT nextval('queued_tasks_id_seq'::regclass) AS id FROM generate_series(1, $1::int)
+    ) AS s
+)"""
+
+
+def _rows_sql(columns: Sequence[tuple[str, str, str]]) -> str:
+    """``FROM`` items giving row ``r`` of every task: its ``ord`` (1-based) and ``columns``,
+    each the one element of its array when it has one, else the task's own."""
+    unnest = [f"unnest({param})" for _, param, _ in columns]
+    unnest += [f"json_array_elements({document}::json)" for _, document, _ in _JSON_COLUMNS_PARAMS]
+    aliases = [column for column, _, _ in columns]
+    aliases += [column for column, _, _ in _JSON_COLUMNS_PARAMS]
+    values = ["v.ord"]
+    values += [
+        value.format(f"CASE WHEN cardinality({param}) = 1 THEN ({param})[1] ELSE v.{column} END")
+        + f" AS {column}"
+        for column, param, value in columns
+    ]
+    values += [
+        f"COALESCE(v.{column}::jsonb, {constant}::jsonb) AS {column}"
+        for column, _, constant in _JSON_COLUMNS_PARAMS
+    ]
+    separator = ",\n        "
+    return f"""ROWS FROM (
+        generate_series(1, $1::int),
+        {separator.join(unnest)}
+    ) AS v(ord, {", ".join(aliases)}),
+    LATERAL (SELECT
+        {separator.join(values)}
+    ) AS r"""
+
+
+CREATE_FREE_SQL = f"""
+WITH {_NEW_IDS_CTE},
+ins AS (
+    INSERT INTO queued_tasks (
+        id, name, module_name, function_name, serialized_function, signature, state,
+        args, kwargs, context, pending_parents, channel, priority, retry_count,
+        max_retries, timeout, date_enqueued, date_scheduled
+    )
+    SELECT
+        ids.a[r.ord], r.name, r.module_name, r.function_name, r.serialized_function,
+        r.signature, 'enqueued', r.args, r.kwargs, r.context, 0, r.channel, r.priority, 0,
+        r.max_retries, r.timeout, now(), COALESCE(r.scheduled, now())
+    FROM ids, {_rows_sql(_TASK_COLUMNS_PARAMS)}
+)
+SELECT
+    (SELECT array_to_string(a, ',') FROM ids) AS ids,
+    (SELECT count(pg_notify($18, p)) FROM unnest($19::text[]) AS p) AS notified
+"""
+
+CREATE_SQL = f"""
+WITH {_NEW_IDS_CTE},
+ins AS (
+    INSERT INTO queued_tasks (
+        id, name, module_name, function_name, serialized_function, signature, state,
+        args, kwargs, context, result, parent_task, pending_parents, channel, priority,
+        retry_count, max_retries, timeout, date_enqueued, date_scheduled,
+        date_failed, date_cancelled, date_ended, exception_name, exception_message
+    )
+    SELECT
+        ids.a[r.ord], r.name, r.module_name, r.function_name, r.serialized_function,
+        r.signature, r.state, r.args, r.kwargs, r.context, NULL,
+        COALESCE(r.parent_id, ids.a[r.parent_pos]), r.pending, r.channel, r.priority,
+        0, r.max_retries, r.timeout, now(), COALESCE(r.scheduled, now()),
+        CASE WHEN r.state = 'failed' THEN now() END,
+        CASE WHEN r.state = 'cancelled' THEN now() END,
+        CASE WHEN r.state IN ('failed', 'cancelled') THEN now() END,
+        CASE r.state WHEN 'failed' THEN '{PARENT_FAILED}'
+                     WHEN 'cancelled' THEN '{PARENT_CANCELLED}' END,
+        CASE r.state
+            WHEN 'failed' THEN format(
+                'parent task %s failed', COALESCE(r.cause_id, ids.a[r.cause_pos]))
+            WHEN 'cancelled' THEN format(
+                'parent task %s was cancelled', COALESCE(r.cause_id, ids.a[r.cause_pos]))
+        END
+    FROM ids, {_rows_sql(_TASK_COLUMNS_PARAMS + _PLAN_COLUMNS_PARAMS)}
+    RETURNING id, state, channel
+),
+edges AS (
+    INSERT INTO queued_task_dependencies (task_id, parent_id)
+    SELECT ids.a[e.child_pos::int], COALESCE(e.parent_id::bigint, ids.a[e.parent_pos::int])
+    FROM ids, unnest($24::text[], $25::text[], $26::text[]) AS e(child_pos, parent_id, parent_pos)
+),
+ended AS (SELECT id FROM ins WHERE state IN ('failed', 'cancelled')),
+ready AS (SELECT DISTINCT channel FROM ins WHERE state = 'enqueued'),
+control AS (SELECT NULL::bigint AS id WHERE false),
+{_NOTES_CTE}
+SELECT
+    (SELECT array_to_string(a, ',') FROM ids) AS ids,
+    ARRAY(SELECT id::text FROM ended) AS ended,
+    ARRAY(SELECT channel::text FROM ready) AS ready,
+    {_notify_column("$27")}
+"""
+
+# One task without parents, the most common creation (``enqueue`` of a single task): a plain
+# INSERT of scalars, no arrays to decode, the NOTIFY payload built by the caller.
+CREATE_ONE_SQL = """
+WITH ins AS (
+    INSERT INTO queued_tasks (
+        name, module_name, function_name, serialized_function, signature, state,
+        args, kwargs, context, pending_parents, channel, priority, retry_count,
+        max_retries, timeout, date_enqueued, date_scheduled
+    ) VALUES (
+        $1, $2, $3, $4, $5, 'enqueued', $6::text::jsonb, $7::text::jsonb, $8::text::jsonb,
+        0, $9, $10, 0, $11, $12::text::float8, now(), COALESCE($13::text::timestamptz, now())
+    )
+    RETURNING id
+)
+SELECT id, CASE WHEN $14::text IS NOT NULL THEN pg_notify($14, $15) END FROM ins
+"""
+
+# retry_tasks, step by step in one transaction (an admin path: clarity over round trips).
+RETRY_ROOTS_SQL = """
+UPDATE queued_tasks AS t SET
+    state = 'waiting', retry_count = 0, date_scheduled = now(), claimed_by = NULL,
+    exception_name = NULL, exception_message = NULL, exception_info = NULL,
+    date_done = NULL, date_failed = NULL, date_cancelled = NULL, date_stopped = NULL,
+    date_ended = NULL
+WHERE t.id = ANY($1::bigint[]) AND t.state IN ('failed', 'cancelled', 'stopped')
+RETURNING t.id
+"""
+# One level of descendants that ended only because an ancestor did. A statement per level:
+# each level's rows are locked by the previous statement, so the next snapshot sees every
+# child a concurrent writer added under them.
+RETRY_LEVEL_SQL = f"""
+UPDATE queued_tasks AS c SET
+    state = 'waiting', claimed_by = NULL,
+    exception_name = NULL, exception_message = NULL, exception_info = NULL,
+    date_done = NULL, date_failed = NULL, date_cancelled = NULL, date_stopped = NULL,
+    date_ended = NULL
+FROM queued_task_dependencies AS d
+WHERE d.parent_id = ANY($1::bigint[]) AND c.id = d.task_id
+  AND ((c.state = 'failed' AND c.exception_name = '{PARENT_FAILED}')
+       OR (c.state = 'cancelled' AND c.exception_name = '{PARENT_CANCELLED}'))
+RETURNING c.id
+"""
+RETRY_PARENTS_SQL = """
+UPDATE queued_tasks AS p SET state = p.state
+WHERE p.id IN (
+    SELECT d.parent_id FROM queued_task_dependencies AS d WHERE d.task_id = ANY($1::bigint[])
+)
+"""
+RETRY_SETTLE_SQL = (
+    """
+WITH counts AS (
+    SELECT t.id, count(p.id) FILTER (WHERE p.state <> 'done')::int AS n
+    FROM unnest($1::bigint[]) AS t(id)
+    LEFT JOIN queued_task_dependencies AS d ON d.task_id = t.id
+    LEFT JOIN queued_tasks AS p ON p.id = d.parent_id
+    GROUP BY t.id
+),
+settled AS (
+    UPDATE queued_tasks AS c SET
+        pending_parents = counts.n,
+        state = CASE WHEN counts.n = 0 THEN 'enqueued' ELSE 'waiting' END
+    FROM counts
+    WHERE c.id = counts.id
+    RETURNING c.id, c.state, c.channel
+),
+ready AS (SELECT DISTINCT channel FROM settled WHERE state = 'enqueued'),
+control AS (SELECT NULL::bigint AS id WHERE false),
+ended AS (SELECT NULL::bigint AS id WHERE false),
+"""
+    + _NOTES_CTE
+    + """
+SELECT ARRAY(SELECT channel FROM ready) AS ready, """
+    + _notify_column("$2")
+)
+
+UPDATE_CONTEXTS_SQL = """
+UPDATE queued_tasks AS t SET context = c.context::jsonb
+FROM unnest($1::bigint[], $2::text[]) AS c(id, context)
+WHERE t.id = c.id
+"""
+
+APPEND_LOGS_SQL = """
+INSERT INTO queued_task_logs (queued_task_id, type, name, message, info, date_created)
+SELECT r.task_id, r.type, r.name, r.message, r.info::jsonb, COALESCE(r.date_created, now())
+FROM unnest(
+    $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]
+) WITH ORDINALITY AS r(task_id, type, name, message, info, date_created, ord)
+WHERE EXISTS (SELECT 1 FROM queued_tasks AS t WHERE t.id = r.task_id)
+ORDER BY r.ord
+"""
+
+DELETE_PENDING_SQL = """
+DELETE FROM queued_tasks
+WHERE state IN ('waiting', 'enqueued') AND ($1::text IS NULL OR channel = $1::text)
+"""
+
+PRUNE_SQL = """
+DELETE FROM queued_tasks
+WHERE id IN (
+    SELECT id FROM queued_tasks
+    WHERE state IN ('done', 'failed', 'cancelled', 'stopped') AND date_ended < $1
+    LIMIT $2
+)
+AND state IN ('done', 'failed', 'cancelled', 'stopped') AND date_ended < $1
+"""
+
+REGISTER_SQL = """
+INSERT INTO queued_task_workers (
+    server_name, hostname, pid, max_workers, active_workers, idle_workers,
+    is_running, last_heartbeat, started_at, version
+)
+VALUES ($1, $2, $3, $4, $5, $6, true, now(), COALESCE($7, now()), $8)
+ON CONFLICT (server_name) DO UPDATE SET
+    hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, max_workers = EXCLUDED.max_workers,
+    active_workers = EXCLUDED.active_workers, idle_workers = EXCLUDED.idle_workers,
+    is_running = true, last_heartbeat = EXCLUDED.last_heartbeat,
+    started_at = EXCLUDED.started_at, version = EXCLUDED.version
+"""
+
+SERVER_COLUMNS = (
+    "server_name, hostname, pid, max_workers, active_workers, idle_workers, is_running, "
+    "last_heartbeat, started_at, version"
+)
+
+TREE_SQL = f"""
+WITH RECURSIVE tree (id) AS (
+    SELECT $1::bigint
+    UNION
+    SELECT d.task_id FROM tree JOIN queued_task_dependencies AS d ON d.parent_id = tree.id
+)
+SELECT {_TASK_COLUMNS} FROM queued_tasks WHERE id IN (SELECT id FROM tree) ORDER BY id
+"""
+
+STATS_SQL = """
+SELECT channel, state, count(*)::int AS n,
+       count(*) FILTER (WHERE date_done >= now() - interval '1 minute')::int AS done_recently,
+       count(*) FILTER (WHERE date_failed >= now() - interval '1 minute')::int AS failed_recently
+FROM queued_tasks
+GROUP BY channel, state
+"""
+
+WORKER_STATS_SQL = """
+SELECT count(*)::int AS servers,
+       COALESCE(sum(max_workers), 0)::int AS total,
+       COALESCE(sum(active_workers), 0)::int AS active,
+       COALESCE(sum(idle_workers), 0)::int AS idle
+FROM queued_task_workers WHERE is_running
+"""

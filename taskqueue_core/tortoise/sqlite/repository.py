@@ -1,22 +1,8 @@
-"""SqliteRepository: the embedded default backend, SQLite through Tortoise ORM.
+"""``SqliteRepository``: the ``TaskRepository`` on a SQLite file, through Tortoise ORM.
 
-One file, no server: a new user runs the queue, its workers and the admin views against
-``sqlite://taskqueue.sqlite3``. Every write is a single-writer transaction: an
-``asyncio.Lock`` serializes the writes of this repository and ``BEGIN IMMEDIATE`` takes
-SQLite's write lock up front, so a second process on the same file (a ``taskq start``
-worker beside the web app) waits its turn (busy timeout) instead of failing on a lock
-upgrade halfway through a claim. The database runs in WAL mode, so reads never wait for
-writers.
-
-Storage conventions (readable by the Tortoise models of ``taskqueue_core.tortoise.models``):
-
-- JSON columns hold JSON text (``json.dumps``); datetimes are UTC text of one fixed width,
-  ``YYYY-MM-DD HH:MM:SS.ffffff+00:00``, so that comparing the strings compares the instants
-  (the claim query and every date filter rely on it).
-- Events (``created``, ``ended``, ``control``) reach only subscribers of this repository
-  object, after the write commits: ``supports_notify`` is False and other processes poll.
-
-Requires SQLite 3.35 or newer (``RETURNING``).
+The verbs, the repository's connection (its own, or a shared Tortoise client) and the
+transactions every verb runs in (single writer, cancellation-safe, joining a host
+transaction on a shared connection), and the events sent to this object's subscribers.
 """
 
 from __future__ import annotations
@@ -25,13 +11,11 @@ import asyncio
 import json
 import logging
 import operator
-import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from taskqueue_core.exceptions import (
     ArgumentNotSerializable,
@@ -39,15 +23,13 @@ from taskqueue_core.exceptions import (
     InvalidTaskError,
     InvalidTransition,
     RepositoryError,
-    UnknownParent,
     UnknownTask,
 )
-from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, check_columns, json_has_nul
+from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX
 from taskqueue_core.models import (
     PARENT_CANCELLED,
     PARENT_FAILED,
     Event,
-    FunctionRef,
     LogRecord,
     NewLogRecord,
     NewTask,
@@ -61,240 +43,51 @@ from taskqueue_core.models import (
     TaskTree,
 )
 from taskqueue_core.repository import EventHandler, Subscription
+from taskqueue_core.tortoise.sqlite.codec import (
+    distinct_ids,
+    dt,
+    dump,
+    load,
+    log_text,
+    task_from_row,
+    ts,
+    utc_now,
+)
+from taskqueue_core.tortoise.sqlite.connection import (
+    BUSY_TIMEOUT_MS,
+    CONNECTION_NAME,
+    MIN_SQLITE,
+    casefold,
+    check_directory,
+    driver_errors,
+    tortoise_globals_kept,
+    url_with_pragmas,
+)
+from taskqueue_core.tortoise.sqlite.creation import encode_new_tasks, insert_tasks
+from taskqueue_core.tortoise.sqlite.statements import (
+    FINISHED,
+    IDS,
+    OUTCOME_SQL,
+    RETURNING_TASK,
+    TASK_COLUMNS,
+    cascade,
+    delete_tasks,
+    filter_sql,
+    outcome_params,
+    release_children,
+)
+from taskqueue_core.tortoise.sqlite.transactions import settle
 
 __all__ = ["SqliteRepository"]
 
 logger = logging.getLogger("taskqueue.sqlite")
 
-_CONNECTION_NAME = "taskqueue"
-_MIN_SQLITE = (3, 35, 0)
-_BUSY_TIMEOUT_MS = 30_000
-_INT64 = (-(2**63), 2**63 - 1)
 _WORKER_LOST = "WorkerLost"
-
-# Pragmas applied to the repository's own connection unless the URL sets them. WAL lets
-# readers run beside the writer; NORMAL synchronous is safe from corruption in WAL mode and
-# spares an fsync per commit (a power cut may lose the last commits, a crash of the process
-# loses nothing); the busy timeout makes a writer wait for another process's transaction.
-_DEFAULT_PRAGMAS = {
-    "journal_mode": "WAL",
-    "foreign_keys": "ON",
-    "busy_timeout": str(_BUSY_TIMEOUT_MS),
-    "synchronous": "NORMAL",
-}
-
-_TASK_COLUMNS = (
-    "id, name, module_name, function_name, serialized_function, signature, state, args, "
-    "kwargs, context, result, parent_task, pending_parents, channel, priority, retry_count, "
-    "max_retries, timeout, date_enqueued, date_scheduled, date_started, date_done, "
-    "date_failed, date_cancelled, date_stopped, date_ended, execution_time, claimed_by, "
-    "exception_name, exception_message, exception_info"
-)
-_RETURNING_TASK = "RETURNING " + ", ".join(
-    f"queued_tasks.{c.strip()}" for c in _TASK_COLUMNS.split(",")
-)
-_IDS = "SELECT value FROM json_each(?)"
-_FINISHED = "('done', 'failed', 'cancelled', 'stopped')"
-
-
-# -- conversions ------------------------------------------------------------------------
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _ts(value: datetime) -> str:
-    """A datetime as stored: UTC, fixed width (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")
-
-
-def _dt(value: Any) -> datetime | None:
-    """A stored datetime back as an aware UTC datetime (tolerates other ISO spellings)."""
-    if value is None:
-        return None
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-def _dump(value: Any, what: str) -> str:
-    """JSON text of ``value``; ``ArgumentNotSerializable`` naming ``what`` otherwise.
-
-    NUL characters are refused as PostgreSQL's jsonb refuses them, so that every backend
-    accepts the same values."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from None
-    if json_has_nul(text):
-        raise ArgumentNotSerializable(f"{what} contains a NUL character, which cannot be stored")
-    return text
-
-
-def _log_text(value: str, limit: int | None = None) -> str:
-    """A log field as every backend keeps it: NUL replaced by U+FFFD, cut to its column."""
-    value = str(value).replace("\x00", "\ufffd")
-    return value if limit is None else value[:limit]
-
-
-def _dump_result(value: Any, what: str) -> str | bytes | None:
-    """A result as bound to the ``result`` column.
-
-    The JSON columns have NUMERIC affinity in SQLite: the text ``1.0`` would be stored as
-    the integer 1 and a 20-digit integer as a lossy float. A top-level float, or an integer
-    outside 64 bits, is therefore bound as a BLOB of the same JSON text, which SQLite keeps
-    untouched (``_load`` and Tortoise's JSONField both read bytes back as JSON).
-    """
-    if value is None:
-        return None
-    text = _dump(value, what)
-    if isinstance(value, float) or (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and not _INT64[0] <= value <= _INT64[1]
-    ):
-        return text.encode()
-    return text
-
-
-def _load(value: Any) -> Any:
-    """A JSON column back as a Python value."""
-    if value is None:
-        return None
-    if isinstance(value, str | bytes):
-        return json.loads(value)
-    return value  # a number that NUMERIC affinity stored as one
-
-
-def _ids(task_ids: Iterable[Any]) -> list[int]:
-    """Task ids as distinct ints, in first-seen order; ``TypeError`` for anything else."""
-    seen: dict[int, None] = {}
-    for raw in task_ids:
-        if isinstance(raw, bool):
-            raise TypeError(f"task ids must be integers, got {raw!r}")
-        try:
-            seen[operator.index(raw)] = None
-        except TypeError:
-            raise TypeError(f"task ids must be integers, got {raw!r}") from None
-    return list(seen)
-
-
-def _task(row: Sequence[Any]) -> Task:
-    (
-        id_, name, module_name, function_name, serialized, signature, state, args, kwargs,
-        context, result, parent_task, pending_parents, channel, priority, retry_count,
-        max_retries, timeout, date_enqueued, date_scheduled, date_started, date_done,
-        date_failed, date_cancelled, date_stopped, date_ended, execution_time, claimed_by,
-        exception_name, exception_message, exception_info,
-    ) = row  # fmt: skip
-    enqueued = _dt(date_enqueued)
-    assert enqueued is not None  # NOT NULL column
-    return Task(
-        id=id_,
-        name=name,
-        function=FunctionRef(
-            module_name=module_name,
-            function_name=function_name,
-            serialized_function=bytes(serialized) if serialized is not None else None,
-            signature=signature,
-        ),
-        state=TaskState(state),
-        args=_load(args),
-        kwargs=_load(kwargs),
-        context=_load(context),
-        result=_load(result),
-        parent_task=parent_task,
-        pending_parents=pending_parents,
-        channel=channel,
-        priority=priority,
-        retry_count=retry_count,
-        max_retries=max_retries,
-        timeout=timeout,
-        date_enqueued=enqueued,
-        date_scheduled=_dt(date_scheduled),
-        date_started=_dt(date_started),
-        date_done=_dt(date_done),
-        date_failed=_dt(date_failed),
-        date_cancelled=_dt(date_cancelled),
-        date_stopped=_dt(date_stopped),
-        date_ended=_dt(date_ended),
-        execution_time=execution_time,
-        claimed_by=claimed_by,
-        exception_name=exception_name,
-        exception_message=exception_message,
-        exception_info=exception_info,
-    )
 
 
 def _claim_key(task: Task) -> tuple[int, datetime, int]:
     assert task.date_scheduled is not None
     return (-task.priority, task.date_scheduled, task.id)
-
-
-def _casefold(value: Any) -> str | None:
-    return value.casefold() if isinstance(value, str) else None
-
-
-def _url_with_pragmas(database_url: str) -> str:
-    """``database_url`` with the default pragmas added as query parameters (Tortoise applies
-    every query parameter of a ``sqlite://`` URL as a PRAGMA on connect); the URL's own
-    values win."""
-    parts = urlsplit(database_url)
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    for key, value in _DEFAULT_PRAGMAS.items():
-        query.setdefault(key, value)
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-@contextmanager
-def _tortoise_globals_kept() -> Iterator[None]:
-    """Undo what ``TortoiseContext.init`` changes process-wide (routers, the USE_TZ and
-    TIMEZONE variables, the models' default connection), so that opening the queue's own
-    context never rewires a Tortoise setup of the host application."""
-    from tortoise.router import router
-    from tortoise.timezone import _reset_timezone_cache
-
-    from taskqueue_core.tortoise import models
-
-    model_classes = [getattr(models, name) for name in models.__all__]
-    routers = router._routers
-    env = {key: os.environ.get(key) for key in ("USE_TZ", "TIMEZONE")}
-    connections = {m: m._meta.default_connection for m in model_classes}
-    try:
-        yield
-    finally:
-        router._routers = routers
-        for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        _reset_timezone_cache()
-        for model, name in connections.items():
-            if name is not None:
-                model._meta.default_connection = name
-
-
-def _check_directory(filename: str) -> None:
-    """Refuse a database file whose directory does not exist, before connecting (a clearer
-    message than SQLite's "unable to open database file")."""
-    if filename == ":memory:" or filename.startswith("file:"):
-        return
-    directory = os.path.dirname(os.path.abspath(filename))
-    if not os.path.isdir(directory):
-        raise RepositoryError(
-            f"cannot open SQLite database {filename!r}: directory {directory!r} does not exist"
-        )
-
-
-def _driver_errors() -> tuple[type[BaseException], ...]:
-    from tortoise.exceptions import BaseORMException
-
-    return (sqlite3.Error, BaseORMException, OSError)
 
 
 # -- events -----------------------------------------------------------------------------
@@ -356,7 +149,7 @@ class SqliteRepository:
         async with self._open_lock:
             if self._client is not None:
                 return
-            if sqlite3.sqlite_version_info < _MIN_SQLITE:
+            if sqlite3.sqlite_version_info < MIN_SQLITE:
                 raise RepositoryError(
                     f"SQLite {sqlite3.sqlite_version} is too old: taskqueue needs 3.35 or newer"
                 )
@@ -373,10 +166,10 @@ class SqliteRepository:
 
         context = TortoiseContext()
         try:
-            with context, _tortoise_globals_kept():
-                await context.init(config=tortoise_config(_url_with_pragmas(self.database_url)))
-                client = context.db(_CONNECTION_NAME)
-                _check_directory(getattr(client, "filename", ":memory:"))
+            with context, tortoise_globals_kept():
+                await context.init(config=tortoise_config(url_with_pragmas(self.database_url)))
+                client = context.db(CONNECTION_NAME)
+                check_directory(getattr(client, "filename", ":memory:"))
                 # The schema generator finds the models through the current context.
                 await create_schema(client)
             async with client.acquire_connection() as conn:
@@ -384,7 +177,7 @@ class SqliteRepository:
         except ConfigurationError as exc:
             await context.close_connections()
             raise ConfigError(f"invalid SQLite URL {self.database_url!r}: {exc}") from exc
-        except _driver_errors() as exc:
+        except driver_errors() as exc:
             await context.close_connections()
             raise RepositoryError(f"cannot open {self.database_url!r}: {exc}") from exc
         except BaseException:
@@ -411,7 +204,7 @@ class SqliteRepository:
                 # (otherwise the claim index fails for want of its table: judged below).
                 try:
                     await create_schema(client)
-                except _driver_errors() as exc:
+                except driver_errors() as exc:
                     schema_error = exc
             async with client.acquire_connection() as conn:
                 if not await conn.execute_fetchall(exists):
@@ -422,17 +215,17 @@ class SqliteRepository:
                     ) from schema_error
                 for statement in index_statements(postgres=False):
                     await conn.execute_fetchall(statement)
-        except _driver_errors() as exc:
+        except driver_errors() as exc:
             raise RepositoryError(f"cannot use the shared SQLite client: {exc}") from exc
         self._client = client
 
     async def _prepare(self, conn: Any) -> None:
         """Per-connection setup: the case-folding function of name filters and, on a shared
         connection, a busy timeout at least ours."""
-        await conn.create_function("taskqueue_casefold", 1, _casefold, deterministic=True)
+        await conn.create_function("taskqueue_casefold", 1, casefold, deterministic=True)
         rows = await conn.execute_fetchall("PRAGMA busy_timeout")
-        if rows and int(rows[0][0]) < _BUSY_TIMEOUT_MS:
-            await conn.execute_fetchall(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        if rows and int(rows[0][0]) < BUSY_TIMEOUT_MS:
+            await conn.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._prepared = conn
 
     async def close(self) -> None:
@@ -445,7 +238,7 @@ class SqliteRepository:
             if context is not None:
                 try:
                     await context.close_connections()
-                except _driver_errors() as exc:
+                except driver_errors() as exc:
                     raise RepositoryError(f"closing {self.database_url!r} failed: {exc}") from exc
 
     def _require_client(self) -> Any:
@@ -475,7 +268,7 @@ class SqliteRepository:
         try:
             async with self._transaction(client, "BEGIN" if snapshot else None, "ROLLBACK") as conn:
                 yield conn
-        except _driver_errors() as exc:
+        except driver_errors() as exc:
             raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
 
     @asynccontextmanager
@@ -505,18 +298,18 @@ class SqliteRepository:
             try:
                 async with self._transaction(client, begin, "COMMIT") as conn:
                     yield conn
-            except _driver_errors() as exc:
+            except driver_errors() as exc:
                 raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
 
     @asynccontextmanager
     async def _transaction(self, client: Any, begin: str | None, end: str) -> AsyncIterator[Any]:
         """The client's raw connection, ``_ready``, with the body between ``begin`` and
         ``end`` (no statements of its own when ``begin`` is None); on any exception the
-        connection is ``_settle``d before it is handed to anyone else.
+        connection is ``settle``d before it is handed to anyone else.
 
         The one place that opens and ends our transactions, because a cancelled ``await``
         on aiosqlite does not withdraw its statement: the statement stays queued in the
-        connection's thread and runs after the caller has gone. Without ``_settle``, a
+        connection's thread and runs after the caller has gone. Without ``settle``, a
         ``BEGIN IMMEDIATE`` cancelled while queued (or while it waits out another
         process's lock) would open its transaction after the connection was released, and
         the next caller's statements, seeing no transaction yet, would run inside it and
@@ -531,7 +324,7 @@ class SqliteRepository:
                 if begin is not None:
                     await conn.execute_fetchall(end)
             except BaseException:
-                await _settle(conn)
+                await settle(conn)
                 raise
 
     def _host_transaction(self, client: Any) -> Any:
@@ -583,7 +376,7 @@ class SqliteRepository:
                     raise InvalidTaskError("transaction is not inside an open transaction")
                 if conn is not self._prepared:
                     await conn.create_function(
-                        "taskqueue_casefold", 1, _casefold, deterministic=True
+                        "taskqueue_casefold", 1, casefold, deterministic=True
                     )
                 await conn.execute_fetchall("SAVEPOINT taskqueue_write")
                 try:
@@ -593,7 +386,7 @@ class SqliteRepository:
                     await conn.execute_fetchall("RELEASE taskqueue_write")
                     raise
                 await conn.execute_fetchall("RELEASE taskqueue_write")
-        except _driver_errors() as exc:
+        except driver_errors() as exc:
             raise RepositoryError(f"SQLite {verb} failed: {exc}") from exc
 
     # -- creation ----------------------------------------------------------------------
@@ -609,11 +402,11 @@ class SqliteRepository:
         tasks = list(tasks)
         if not tasks:
             return []
-        rows = _encode_new_tasks(tasks)
+        rows = encode_new_tasks(tasks)
         existing = sorted({p for task in tasks for p in task.parent_ids})
         cm = self._joining(transaction, "create") if transaction is not None else None
         async with cm if cm is not None else self._writing("create") as conn:
-            plan = await _insert_tasks(conn, tasks, rows, existing)
+            plan = await insert_tasks(conn, tasks, rows, existing)
         self._emit_changes(plan.channels, (), plan.ended)
         return plan.ids
 
@@ -628,11 +421,11 @@ class SqliteRepository:
         the selection and the change."""
         if limit <= 0 or (channels is not None and not channels):
             return []
-        now = _ts(_now())
+        now = ts(utc_now())
         channel_filter = ""
         params: list[Any] = [now, server_name, now]
         if channels is not None:
-            channel_filter = f"AND channel IN ({_IDS})"
+            channel_filter = f"AND channel IN ({IDS})"
             params.append(json.dumps(list(channels)))
         params.append(limit)
         # ORDER BY -priority, date_scheduled, id over state = 'enqueued' is exactly the
@@ -647,14 +440,14 @@ class SqliteRepository:
                 ORDER BY -priority, date_scheduled, id
                 LIMIT ?
             )
-            {_RETURNING_TASK}
+            {RETURNING_TASK}
         """
         # A transaction even for one statement: if this call is cancelled while the UPDATE
         # waits for another process's lock, the ROLLBACK queued behind it undoes the claim
         # (a lone statement would still run later, marking tasks doing for nobody).
         async with self._writing("claim") as conn:
             rows = await conn.execute_fetchall(sql, params)
-        return sorted((_task(r) for r in rows), key=_claim_key)
+        return sorted((task_from_row(r) for r in rows), key=_claim_key)
 
     async def complete_tasks(self, server_name: str, outcomes: Sequence[Outcome]) -> list[int]:
         """Apply ``outcomes`` to tasks still ``doing`` for ``server_name``; cascade; return
@@ -666,21 +459,21 @@ class SqliteRepository:
             firsts.setdefault(outcome.task_id, outcome)
         if not firsts:
             return []
-        now = _ts(_now())
-        params: dict[TaskState, list[dict[str, Any]]] = {state: [] for state in _OUTCOME_SQL}
+        now = ts(utc_now())
+        params: dict[TaskState, list[dict[str, Any]]] = {state: [] for state in OUTCOME_SQL}
         for outcome in firsts.values():
             state = TaskState(outcome.state)
-            if state not in _OUTCOME_SQL:
+            if state not in OUTCOME_SQL:
                 raise InvalidTransition(
                     f"outcome of task {outcome.task_id}: {state.value!r} is not a way to end "
                     "an attempt (done, failed, enqueued, cancelled or stopped)"
                 )
-            params[state].append(_outcome_params(outcome, state, now))
+            params[state].append(outcome_params(outcome, state, now))
         async with self._writing("complete") as conn:
             live_rows = await conn.execute_fetchall(
                 "SELECT id, channel, EXISTS (SELECT 1 FROM queued_task_dependencies "
                 "WHERE parent_id = queued_tasks.id) FROM queued_tasks "
-                f"WHERE id IN ({_IDS}) AND state = 'doing' AND claimed_by = ?",
+                f"WHERE id IN ({IDS}) AND state = 'doing' AND claimed_by = ?",
                 (json.dumps(list(firsts)), server_name),
             )
             live = {row[0]: row[1] for row in live_rows}
@@ -688,7 +481,7 @@ class SqliteRepository:
             for state, group in params.items():
                 group = [p for p in group if p["id"] in live]
                 if group:
-                    await conn.executemany(_OUTCOME_SQL[state], group)
+                    await conn.executemany(OUTCOME_SQL[state], group)
             by_state = {
                 state: [p["id"] for p in group if p["id"] in live]
                 for state, group in params.items()
@@ -698,9 +491,9 @@ class SqliteRepository:
             def having_children(state: TaskState) -> list[int]:
                 return [i for i in by_state[state] if i in parents]
 
-            released = await _release_children(conn, having_children(TaskState.DONE))
-            failed = await _cascade(conn, having_children(TaskState.FAILED), TaskState.FAILED, now)
-            cancelled = await _cascade(
+            released = await release_children(conn, having_children(TaskState.DONE))
+            failed = await cascade(conn, having_children(TaskState.FAILED), TaskState.FAILED, now)
+            cancelled = await cascade(
                 conn, having_children(TaskState.CANCELLED), TaskState.CANCELLED, now
             )
         changed = [task_id for task_id in firsts if task_id in live]
@@ -715,10 +508,10 @@ class SqliteRepository:
         (None: any), or None when no enqueued task is scheduled for later."""
         if channels is not None and not channels:
             return None
-        params: list[Any] = [_ts(_now())]
+        params: list[Any] = [ts(utc_now())]
         channel_filter = ""
         if channels is not None:
-            channel_filter = f"AND channel IN ({_IDS})"
+            channel_filter = f"AND channel IN ({IDS})"
             params.append(json.dumps(list(channels)))
         # Stored dates are fixed-width ISO text, so min() and > compare them as dates.
         async with self._reading("next_due") as conn:
@@ -727,16 +520,16 @@ class SqliteRepository:
                 f"WHERE state = 'enqueued' AND date_scheduled > ? {channel_filter}",
                 params,
             )
-        return _dt(rows[0][0]) if rows else None
+        return dt(rows[0][0]) if rows else None
 
     async def get_states(self, task_ids: Sequence[int]) -> dict[int, TaskState]:
         """The current state of each existing id (missing ids are left out)."""
-        ids = _ids(task_ids)
+        ids = distinct_ids(task_ids)
         if not ids:
             return {}
         async with self._reading("get_states") as conn:
             rows = await conn.execute_fetchall(
-                f"SELECT id, state FROM queued_tasks WHERE id IN ({_IDS})", (json.dumps(ids),)
+                f"SELECT id, state FROM queued_tasks WHERE id IN ({IDS})", (json.dumps(ids),)
             )
         states = {row[0]: TaskState(row[1]) for row in rows}
         return {i: states[i] for i in ids if i in states}
@@ -750,7 +543,7 @@ class SqliteRepository:
                 raise ArgumentNotSerializable(
                     f"context of task {task_id} must be a dict, got {type(context).__name__}"
                 )
-            params.append((_dump(context, f"context of task {task_id}"), task_id))
+            params.append((dump(context, f"context of task {task_id}"), task_id))
         if not params:
             return
         async with self._writing("update_contexts") as conn:
@@ -761,15 +554,15 @@ class SqliteRepository:
         dropped. ``type`` and ``name`` are cut to their columns (16 and 255 characters) and
         NUL characters replaced by U+FFFD rather than losing the line. Raises
         ``ArgumentNotSerializable`` (nothing written) for non-JSON info."""
-        now = _ts(_now())
+        now = ts(utc_now())
         params = [
             {
                 "task_id": r.task_id,
-                "type": _log_text(r.type, LOG_TYPE_MAX),
-                "name": _log_text(r.name, NAME_MAX),
-                "message": _log_text(r.message),
-                "info": None if r.info is None else _dump(r.info, f"log info of task {r.task_id}"),
-                "date": now if r.date_created is None else _ts(r.date_created),
+                "type": log_text(r.type, LOG_TYPE_MAX),
+                "name": log_text(r.name, NAME_MAX),
+                "message": log_text(r.message),
+                "info": None if r.info is None else dump(r.info, f"log info of task {r.task_id}"),
+                "date": now if r.date_created is None else ts(r.date_created),
             }
             for r in records
         ]
@@ -796,21 +589,21 @@ class SqliteRepository:
         return await self._interrupt(task_ids, TaskState.STOPPED)
 
     async def _interrupt(self, task_ids: Sequence[int], state: TaskState) -> list[int]:
-        ids = _ids(task_ids)
+        ids = distinct_ids(task_ids)
         if not ids:
             return []
-        now = _ts(_now())
+        now = ts(utc_now())
         date_column = "date_cancelled" if state is TaskState.CANCELLED else "date_stopped"
         async with self._writing(f"{state.value} tasks") as conn:
             # RETURNING yields the new row; the old state is read first to know which
             # tasks were running (their workers get a ``control`` event).
             doing_rows = await conn.execute_fetchall(
-                f"SELECT id FROM queued_tasks WHERE id IN ({_IDS}) AND state = 'doing'",
+                f"SELECT id FROM queued_tasks WHERE id IN ({IDS}) AND state = 'doing'",
                 (json.dumps(ids),),
             )
             rows = await conn.execute_fetchall(
                 f"UPDATE queued_tasks SET state = ?, {date_column} = ?, date_ended = ? "
-                f"WHERE id IN ({_IDS}) AND state IN ('waiting', 'enqueued', 'doing') "
+                f"WHERE id IN ({IDS}) AND state IN ('waiting', 'enqueued', 'doing') "
                 "RETURNING id",
                 (state.value, now, now, json.dumps(ids)),
             )
@@ -818,7 +611,7 @@ class SqliteRepository:
             changed = [i for i in ids if i in changed_set]
             descendants: list[int] = []
             if state is TaskState.CANCELLED:
-                descendants = await _cascade(conn, changed, TaskState.CANCELLED, now)
+                descendants = await cascade(conn, changed, TaskState.CANCELLED, now)
         were_doing = {row[0] for row in doing_rows} & changed_set
         everything = sorted({*changed, *descendants})
         self._emit_changes((), were_doing, everything)
@@ -829,10 +622,10 @@ class SqliteRepository:
         parent is not done) with ``retry_count`` 0 and no error or end dates, and restore to
         ``waiting`` the descendants failed or cancelled because of them. Returns the ids
         changed (retried and restored), ascending. A retried task is due at once."""
-        ids = _ids(task_ids)
+        ids = distinct_ids(task_ids)
         if not ids:
             return []
-        now = _ts(_now())
+        now = ts(utc_now())
         pending = (
             "(SELECT COUNT(*) FROM queued_task_dependencies AS d "
             "JOIN queued_tasks AS p ON p.id = d.parent_id "
@@ -856,7 +649,7 @@ class SqliteRepository:
                     retry_count = 0,
                     date_scheduled = ?,
                     {cleared}
-                WHERE id IN ({_IDS}) AND state IN ('failed', 'cancelled', 'stopped')
+                WHERE id IN ({IDS}) AND state IN ('failed', 'cancelled', 'stopped')
                 RETURNING id, state, channel
                 """,
                 (now, json.dumps(ids)),
@@ -870,7 +663,7 @@ class SqliteRepository:
                     WITH RECURSIVE lost(id) AS (
                         SELECT d.task_id FROM queued_task_dependencies AS d
                         JOIN queued_tasks AS t ON t.id = d.task_id
-                        WHERE d.parent_id IN ({_IDS}) AND {ended_by_parent}
+                        WHERE d.parent_id IN ({IDS}) AND {ended_by_parent}
                         UNION
                         SELECT d.task_id FROM lost
                         JOIN queued_task_dependencies AS d ON d.parent_id = lost.id
@@ -900,13 +693,13 @@ class SqliteRepository:
             where += " AND channel = ?"
             params = (channel,)
         async with self._writing("delete_pending") as conn:
-            return await _delete_tasks(conn, where, params)
+            return await delete_tasks(conn, where, params)
 
     # -- servers and maintenance -------------------------------------------------------
 
     async def register_server(self, server: ServerInfo) -> None:
         """Insert or replace the row of ``server.server_name`` (running, heartbeat now)."""
-        now = _now()
+        now = utc_now()
         started = server.started_at or now
         async with self._writing("register_server", single=True) as conn:
             await conn.execute_fetchall(
@@ -929,8 +722,8 @@ class SqliteRepository:
                     server.max_workers,
                     server.active_workers,
                     server.idle_workers,
-                    _ts(now),
-                    _ts(started),
+                    ts(now),
+                    ts(started),
                     server.version,
                 ),
             )
@@ -941,7 +734,7 @@ class SqliteRepository:
             rows = await conn.execute_fetchall(
                 "UPDATE queued_task_workers SET last_heartbeat = ?, active_workers = ?, "
                 "idle_workers = ? WHERE server_name = ? RETURNING id",
-                (_ts(_now()), active_workers, idle_workers, server_name),
+                (ts(utc_now()), active_workers, idle_workers, server_name),
             )
         return bool(rows)
 
@@ -962,12 +755,12 @@ class SqliteRepository:
             return []
         self._rescuing = True
         try:
-            return await self._rescue(_ts(stale_before))
+            return await self._rescue(ts(stale_before))
         finally:
             self._rescuing = False
 
     async def _rescue(self, stale: str) -> list[int]:
-        now = _ts(_now())
+        now = ts(utc_now())
         used_up = "retry_count >= max_retries"
         async with self._writing("rescue_stale") as conn:
             rows = await conn.execute_fetchall(
@@ -995,7 +788,7 @@ class SqliteRepository:
                 "DELETE FROM queued_task_workers WHERE last_heartbeat < ?", (stale,)
             )
             failed = sorted(row[0] for row in rows if row[1] == TaskState.FAILED)
-            descendants = await _cascade(conn, failed, TaskState.FAILED, now)
+            descendants = await cascade(conn, failed, TaskState.FAILED, now)
         requeued = (row[2] for row in rows if row[1] == TaskState.ENQUEUED)
         self._emit_changes(requeued, (), [*failed, *descendants])
         return sorted(row[0] for row in rows)
@@ -1004,8 +797,8 @@ class SqliteRepository:
         """Delete finished tasks ended before ``ended_before`` with their logs and edges;
         their children keep existing (``parent_task`` becomes null). Returns the count."""
         async with self._writing("prune") as conn:
-            return await _delete_tasks(
-                conn, f"state IN {_FINISHED} AND date_ended < ?", (_ts(ended_before),)
+            return await delete_tasks(
+                conn, f"state IN {FINISHED} AND date_ended < ?", (ts(ended_before),)
             )
 
     # -- reads -------------------------------------------------------------------------
@@ -1013,15 +806,15 @@ class SqliteRepository:
     async def get_tasks(self, task_ids: Sequence[int]) -> list[Task]:
         """The existing tasks among ``task_ids``, in the given order (missing ids left out)."""
         wanted = [operator.index(i) for i in task_ids]
-        ids = _ids(wanted)
+        ids = distinct_ids(wanted)
         if not ids:
             return []
         async with self._reading("get_tasks") as conn:
             rows = await conn.execute_fetchall(
-                f"SELECT {_TASK_COLUMNS} FROM queued_tasks WHERE id IN ({_IDS})",
+                f"SELECT {TASK_COLUMNS} FROM queued_tasks WHERE id IN ({IDS})",
                 (json.dumps(ids),),
             )
-        found = {task.id: task for task in map(_task, rows)}
+        found = {task.id: task for task in map(task_from_row, rows)}
         return [found[i] for i in wanted if i in found]
 
     async def list_tasks(
@@ -1031,17 +824,17 @@ class SqliteRepository:
         ``enqueued_after`` is inclusive, ``enqueued_before`` exclusive (a half-open range);
         a negative ``limit`` or ``offset`` counts as 0."""
         limit, offset = max(limit, 0), max(offset, 0)
-        where, params = _filter_sql(filter or TaskFilter())
+        where, params = filter_sql(filter or TaskFilter())
         async with self._reading("list_tasks", snapshot=True) as conn:
             total_rows = await conn.execute_fetchall(
                 f"SELECT COUNT(*) FROM queued_tasks WHERE {where}", params
             )
             rows = await conn.execute_fetchall(
-                f"SELECT {_TASK_COLUMNS} FROM queued_tasks WHERE {where} "
+                f"SELECT {TASK_COLUMNS} FROM queued_tasks WHERE {where} "
                 "ORDER BY id DESC LIMIT ? OFFSET ?",
                 [*params, limit, offset],
             )
-        return TaskPage(tasks=[_task(r) for r in rows], total=int(total_rows[0][0]))
+        return TaskPage(tasks=[task_from_row(r) for r in rows], total=int(total_rows[0][0]))
 
     async def get_tree(self, task_id: int) -> TaskTree:
         """The task and every descendant (by id), with the edges between them (sorted).
@@ -1052,7 +845,7 @@ class SqliteRepository:
         )
         async with self._reading("get_tree", snapshot=True) as conn:
             rows = await conn.execute_fetchall(
-                f"{tree} SELECT {_TASK_COLUMNS} FROM queued_tasks "
+                f"{tree} SELECT {TASK_COLUMNS} FROM queued_tasks "
                 "WHERE id IN (SELECT id FROM tree) ORDER BY id",
                 (task_id,),
             )
@@ -1062,7 +855,7 @@ class SqliteRepository:
                 "ORDER BY task_id, parent_id",
                 (task_id,),
             )
-        tasks = [_task(r) for r in rows]
+        tasks = [task_from_row(r) for r in rows]
         if not any(task.id == task_id for task in tasks):
             raise UnknownTask(f"no task has id {task_id}")
         return TaskTree(tasks=tasks, edges=[(row[0], row[1]) for row in edges])
@@ -1080,7 +873,7 @@ class SqliteRepository:
             )
         records = []
         for row in rows:
-            created = _dt(row[6])
+            created = dt(row[6])
             assert created is not None  # NOT NULL column
             records.append(
                 LogRecord(
@@ -1089,7 +882,7 @@ class SqliteRepository:
                     type=row[2],
                     name=row[3],
                     message=row[4],
-                    info=_load(row[5]),
+                    info=load(row[5]),
                     date_created=created,
                 )
             )
@@ -1098,7 +891,7 @@ class SqliteRepository:
     async def stats(self) -> Stats:
         """Counts by state (every state, zeros included) and by channel (states present),
         tasks done and failed in the last minute, and totals of the running servers."""
-        since = _ts(_now() - timedelta(minutes=1))
+        since = ts(utc_now() - timedelta(minutes=1))
         async with self._reading("stats", snapshot=True) as conn:
             counts = await conn.execute_fetchall(
                 "SELECT channel, state, COUNT(*) FROM queued_tasks GROUP BY channel, state"
@@ -1148,8 +941,8 @@ class SqliteRepository:
                 active_workers=row[4],
                 idle_workers=row[5],
                 is_running=bool(row[6]),
-                last_heartbeat=_dt(row[7]),
-                started_at=_dt(row[8]),
+                last_heartbeat=dt(row[7]),
+                started_at=dt(row[8]),
                 version=row[9],
             )
             for row in rows
@@ -1195,360 +988,3 @@ class SqliteRepository:
                 subscription.handler(event)
             except Exception:
                 logger.exception("taskqueue event handler %r failed", subscription.handler)
-
-
-# -- statements shared by several verbs -------------------------------------------------
-
-
-async def _settle(conn: Any) -> None:
-    """Leave ``conn`` outside any transaction once every statement sent on it has run.
-
-    A ``ROLLBACK`` queued now runs after all of them: it undoes the transaction of a
-    cancelled call (whose ``BEGIN`` may have run late), and finds none when a ``COMMIT``
-    already sent went through. Waits for it even when cancelled again (a cancelled call
-    thus returns once its statements are done: at most the busy timeout while another
-    process holds the lock), then raises ``CancelledError`` if it was."""
-    # A task of its own, so that a second cancellation of the caller cannot interrupt it.
-    rollback = asyncio.create_task(_rollback(conn), name="taskqueue-sqlite-settle")
-    cancelled = False
-    while not rollback.done():
-        try:
-            await asyncio.shield(rollback)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    rollback.result()  # _rollback logs the driver's errors; anything else is raised here
-
-
-async def _rollback(conn: Any) -> None:
-    """Roll back the open transaction, if any.
-
-    Issued unconditionally rather than after checking ``in_transaction``, which reads
-    False while a ``BEGIN`` is still queued in the connection's thread: only a statement
-    queued behind that ``BEGIN`` undoes it. "No transaction is active" is then the normal
-    answer. Any other failure leaves the transaction to ``SqliteRepository._ready``, which
-    rolls it back before the next call."""
-    try:
-        await conn.execute_fetchall("ROLLBACK")
-    except sqlite3.OperationalError as exc:
-        if "no transaction is active" not in str(exc):
-            logger.warning("rollback failed; the next call rolls back: %s", exc)
-    except (sqlite3.Error, ValueError):
-        logger.warning("rollback failed; the next call rolls back", exc_info=True)
-
-
-def _unique(values: Iterable[str]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(values))
-
-
-_OUTCOME_ERROR = (
-    "exception_name = CASE WHEN :error_name IS NULL THEN exception_name ELSE :error_name END, "
-    "exception_message = CASE WHEN :error_name IS NULL THEN exception_message "
-    "ELSE :error_message END, "
-    "exception_info = CASE WHEN :error_name IS NULL THEN exception_info ELSE :error_info END"
-)
-_OUTCOME_COMMON = (
-    "execution_time = COALESCE(:execution_time, execution_time), "
-    "context = COALESCE(:context, context)"
-)
-_OUTCOME_SQL: dict[TaskState, str] = {
-    TaskState.DONE: (
-        "UPDATE queued_tasks SET state = 'done', result = :result, date_done = :now, "
-        "date_ended = :now, exception_name = NULL, exception_message = NULL, "
-        f"exception_info = NULL, {_OUTCOME_COMMON} WHERE id = :id"
-    ),
-    TaskState.FAILED: (
-        "UPDATE queued_tasks SET state = 'failed', exception_name = :error_name, "
-        "exception_message = :error_message, exception_info = :error_info, "
-        f"date_failed = :now, date_ended = :now, {_OUTCOME_COMMON} WHERE id = :id"
-    ),
-    TaskState.ENQUEUED: (
-        "UPDATE queued_tasks SET state = 'enqueued', claimed_by = NULL, "
-        "retry_count = retry_count + :attempt, date_scheduled = :retry_at, "
-        f"{_OUTCOME_ERROR}, {_OUTCOME_COMMON} WHERE id = :id"
-    ),
-    TaskState.CANCELLED: (
-        "UPDATE queued_tasks SET state = 'cancelled', date_cancelled = :now, "
-        f"date_ended = :now, {_OUTCOME_COMMON} WHERE id = :id"
-    ),
-    TaskState.STOPPED: (
-        "UPDATE queued_tasks SET state = 'stopped', date_stopped = :now, "
-        f"date_ended = :now, {_OUTCOME_COMMON} WHERE id = :id"
-    ),
-}
-
-
-def _outcome_params(outcome: Outcome, state: TaskState, now: str) -> dict[str, Any]:
-    """The named parameters of ``_OUTCOME_SQL[state]`` for one outcome (every statement
-    gets the same keys; sqlite3 ignores those a statement does not name)."""
-    what = f"task {outcome.task_id}"
-    context = outcome.context
-    if context is not None and not isinstance(context, dict):
-        raise ArgumentNotSerializable(f"context of {what} must be a dict")
-    return {
-        "id": outcome.task_id,
-        "now": now,
-        "result": _dump_result(outcome.result, f"result of {what}")
-        if state is TaskState.DONE
-        else None,
-        "error_name": outcome.error_name,
-        "error_message": outcome.error_message,
-        "error_info": outcome.error_info,
-        "execution_time": outcome.execution_time,
-        "context": None if context is None else _dump(context, f"context of {what}"),
-        "attempt": 1 if outcome.count_attempt else 0,
-        "retry_at": now if outcome.retry_at is None else _ts(outcome.retry_at),
-    }
-
-
-async def _release_children(conn: Any, done_ids: list[int]) -> list[tuple[int, str]]:
-    """Count ``done_ids`` off their children's ``pending_parents``; a waiting child at zero
-    becomes enqueued. Returns (id, channel) of the children released."""
-    if not done_ids:
-        return []
-    rows = await conn.execute_fetchall(
-        f"""
-        UPDATE queued_tasks SET
-            pending_parents = MAX(pending_parents - c.n, 0),
-            state = CASE WHEN state = 'waiting' AND pending_parents - c.n <= 0
-                         THEN 'enqueued' ELSE state END
-        FROM (
-            SELECT task_id, COUNT(*) AS n FROM queued_task_dependencies
-            WHERE parent_id IN ({_IDS}) GROUP BY task_id
-        ) AS c
-        WHERE queued_tasks.id = c.task_id
-        RETURNING queued_tasks.id, queued_tasks.state, queued_tasks.channel,
-                  queued_tasks.pending_parents
-        """,
-        (json.dumps(done_ids),),
-    )
-    # A released row reads enqueued with nothing pending; a child that was already
-    # enqueued cannot be among them (it had a parent not done until now).
-    return sorted((row[0], row[2]) for row in rows if row[1] == TaskState.ENQUEUED and row[3] == 0)
-
-
-async def _cascade(conn: Any, roots: list[int], state: TaskState, now: str) -> list[int]:
-    """End the waiting descendants of ``roots`` (which just became ``state``: failed or
-    cancelled), recursively through the descendants ended here. Each gets
-    ``ParentFailed``/``ParentCancelled`` and a message naming the task among ``roots``
-    whose end reached it. Returns their ids, sorted."""
-    if not roots:
-        return []
-    if state is TaskState.FAILED:
-        name, verb, date_column = PARENT_FAILED, "failed", "date_failed"
-    else:
-        name, verb, date_column = PARENT_CANCELLED, "was cancelled", "date_cancelled"
-    rows = await conn.execute_fetchall(
-        f"""
-        WITH RECURSIVE doomed(id, root) AS (
-            SELECT d.task_id, d.parent_id FROM queued_task_dependencies AS d
-            JOIN queued_tasks AS t ON t.id = d.task_id
-            WHERE d.parent_id IN (SELECT value FROM json_each(:roots)) AND t.state = 'waiting'
-            UNION
-            SELECT d.task_id, doomed.root FROM doomed
-            JOIN queued_task_dependencies AS d ON d.parent_id = doomed.id
-            JOIN queued_tasks AS t ON t.id = d.task_id
-            WHERE t.state = 'waiting'
-        ),
-        picked AS (SELECT id, MIN(root) AS root FROM doomed GROUP BY id)
-        UPDATE queued_tasks SET
-            state = :state, exception_name = :name, exception_info = NULL,
-            exception_message = 'parent task ' || picked.root || ' ' || :verb,
-            {date_column} = :now, date_ended = :now
-        FROM picked
-        WHERE queued_tasks.id = picked.id AND queued_tasks.state = 'waiting'
-        RETURNING queued_tasks.id
-        """,
-        {"roots": json.dumps(roots), "state": state.value, "name": name, "verb": verb, "now": now},
-    )
-    return sorted(row[0] for row in rows)
-
-
-async def _delete_tasks(conn: Any, where: str, params: Sequence[Any]) -> int:
-    """Delete the tasks matching ``where`` with their logs and edges; unlink children.
-    Explicit rather than by foreign keys, so it holds on a connection that has them off."""
-    ids = [row[0] for row in await conn.execute_fetchall(
-        f"SELECT id FROM queued_tasks WHERE {where}", params
-    )]  # fmt: skip
-    if not ids:
-        return 0
-    doomed = (json.dumps(ids),)
-    await conn.execute_fetchall(
-        f"DELETE FROM queued_task_logs WHERE queued_task_id IN ({_IDS})", doomed
-    )
-    await conn.execute_fetchall(
-        f"DELETE FROM queued_task_dependencies WHERE task_id IN ({_IDS}) OR parent_id IN ({_IDS})",
-        doomed * 2,
-    )
-    await conn.execute_fetchall(
-        f"UPDATE queued_tasks SET parent_task = NULL WHERE parent_task IN ({_IDS})", doomed
-    )
-    await conn.execute_fetchall(f"DELETE FROM queued_tasks WHERE id IN ({_IDS})", doomed)
-    return len(ids)
-
-
-def _filter_sql(f: TaskFilter) -> tuple[str, list[Any]]:
-    clauses = ["1"]
-    params: list[Any] = []
-    if f.states is not None:
-        clauses.append(f"state IN ({_IDS})")
-        params.append(json.dumps([TaskState(s).value for s in f.states]))
-    if f.name is not None:
-        clauses.append("instr(taskqueue_casefold(name), ?) > 0")
-        params.append(f.name.casefold())
-    if f.channel is not None:
-        clauses.append("channel = ?")
-        params.append(f.channel)
-    if f.parent_task is not None:
-        clauses.append("parent_task = ?")
-        params.append(f.parent_task)
-    if f.enqueued_after is not None:
-        clauses.append("date_enqueued >= ?")
-        params.append(_ts(f.enqueued_after))
-    if f.enqueued_before is not None:
-        clauses.append("date_enqueued < ?")
-        params.append(_ts(f.enqueued_before))
-    return " AND ".join(clauses), params
-
-
-# -- creation ---------------------------------------------------------------------------
-
-
-class _Plan:
-    """What ``_insert_tasks`` did: ids in order, channels made ready, tasks born ended."""
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.channels: tuple[str, ...] = ()
-        self.ended: list[int] = []
-
-
-def _encode_new_tasks(tasks: list[NewTask]) -> list[dict[str, Any]]:
-    """Check every task and serialize its fields; raises before anything is written."""
-    encoded = []
-    for position, task in enumerate(tasks):
-        what = f"task {position} ({task.name!r})"
-        check_columns(task, what)
-        ref = task.function
-        for position_of_parent in task.batch_parents:
-            if not 0 <= position_of_parent < position:
-                raise InvalidTaskError(
-                    f"{what}: batch parent {position_of_parent} is not an earlier position"
-                )
-        if not isinstance(task.args, list | tuple):
-            raise InvalidTaskError(f"{what}: args must be a list, got {type(task.args).__name__}")
-        for label, value in (("kwargs", task.kwargs), ("context", task.context)):
-            if not isinstance(value, dict):
-                raise InvalidTaskError(
-                    f"{what}: {label} must be a dict, got {type(value).__name__}"
-                )
-        encoded.append(
-            {
-                "name": task.name,
-                "module_name": ref.module_name,
-                "function_name": ref.function_name,
-                "serialized_function": ref.serialized_function,
-                "signature": ref.signature,
-                "args": _dump(list(task.args), f"{what}: args"),
-                "kwargs": _dump(task.kwargs, f"{what}: kwargs"),
-                "context": _dump(task.context, f"{what}: context"),
-                "channel": task.channel,
-                "priority": task.priority,
-                "max_retries": task.max_retries,
-                "timeout": task.timeout,
-                "date_scheduled": None if task.date_scheduled is None else _ts(task.date_scheduled),
-            }
-        )
-    return encoded
-
-
-async def _insert_tasks(
-    conn: Any, tasks: list[NewTask], rows: list[dict[str, Any]], existing: list[int]
-) -> _Plan:
-    """Insert the checked ``rows`` of ``tasks`` and their edges (4 statements in all)."""
-    states: dict[int, str] = {}
-    if existing:
-        found = await conn.execute_fetchall(
-            f"SELECT id, state FROM queued_tasks WHERE id IN ({_IDS})", (json.dumps(existing),)
-        )
-        states = {row[0]: row[1] for row in found}
-        for task in tasks:
-            for parent in task.parent_ids:
-                if parent not in states:
-                    raise UnknownParent(f"parent task {parent} does not exist")
-    # Ids are assigned here, under the write lock, so that the edges of parents created in
-    # this same batch can be written with one executemany. AUTOINCREMENT never reuses an
-    # id, so start above both the sequence and the current maximum.
-    base_rows = await conn.execute_fetchall(
-        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'queued_tasks'), 0),"
-        " COALESCE((SELECT MAX(id) FROM queued_tasks), 0))"
-    )
-    base = int(base_rows[0][0])
-    now = _ts(_now())
-    plan = _Plan()
-    ready: list[str] = []
-    edges: list[tuple[int, int]] = []
-    for position, (task, row) in enumerate(zip(tasks, rows, strict=True)):
-        task_id = base + position + 1
-        parents = list(
-            dict.fromkeys([*task.parent_ids, *(base + p + 1 for p in task.batch_parents)])
-        )
-        row.update(
-            id=task_id,
-            parent_task=parents[0] if parents else None,
-            pending_parents=sum(1 for p in parents if states[p] != TaskState.DONE),
-            date_enqueued=now,
-            date_scheduled=row["date_scheduled"] or now,
-            exception_name=None,
-            exception_message=None,
-            date_failed=None,
-            date_cancelled=None,
-            date_ended=None,
-        )
-        # Born ended if a parent already failed or was cancelled, as if it had just ended.
-        # As if that parent had just ended; a failure wins over a cancellation.
-        ended_parent = next((p for p in parents if states[p] == TaskState.FAILED), None)
-        if ended_parent is None:
-            ended_parent = next((p for p in parents if states[p] == TaskState.CANCELLED), None)
-        if ended_parent is not None:
-            failed = states[ended_parent] == TaskState.FAILED
-            state = TaskState.FAILED if failed else TaskState.CANCELLED
-            row.update(
-                exception_name=PARENT_FAILED if failed else PARENT_CANCELLED,
-                exception_message=(
-                    f"parent task {ended_parent} {'failed' if failed else 'was cancelled'}"
-                ),
-                date_ended=now,
-                **{"date_failed" if failed else "date_cancelled": now},
-            )
-            plan.ended.append(task_id)
-        elif row["pending_parents"]:
-            state = TaskState.WAITING
-        else:
-            state = TaskState.ENQUEUED
-            ready.append(task.channel)
-        row["state"] = state.value
-        states[task_id] = state.value
-        edges.extend((task_id, parent) for parent in parents)
-        plan.ids.append(task_id)
-    await conn.executemany(
-        """
-        INSERT INTO queued_tasks (id, name, module_name, function_name, serialized_function,
-            signature, state, args, kwargs, context, result, parent_task, pending_parents,
-            channel, priority, retry_count, max_retries, timeout, date_enqueued,
-            date_scheduled, date_failed, date_cancelled, date_ended, exception_name,
-            exception_message)
-        VALUES (:id, :name, :module_name, :function_name, :serialized_function, :signature,
-            :state, :args, :kwargs, :context, NULL, :parent_task, :pending_parents, :channel,
-            :priority, 0, :max_retries, :timeout, :date_enqueued, :date_scheduled,
-            :date_failed, :date_cancelled, :date_ended, :exception_name, :exception_message)
-        """,
-        rows,
-    )
-    if edges:
-        await conn.executemany(
-            "INSERT INTO queued_task_dependencies (task_id, parent_id) VALUES (?, ?)", edges
-        )
-    plan.channels = _unique(ready)
-    return plan

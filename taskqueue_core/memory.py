@@ -641,17 +641,28 @@ class InMemoryRepository:
         return sorted(changed)
 
     async def delete_pending(self, channel: str | None = None) -> int:
-        """Delete waiting and enqueued tasks (of ``channel``, or all) with their logs and edges.
+        """Delete waiting and enqueued tasks (of ``channel``, or all) with their logs and edges,
+        and the waiting descendants of those tasks in any channel (they could never start).
 
-        Returns how many. Tasks that depended on a deleted task keep existing
-        (``parent_task`` becomes null) and are not released by it.
+        Returns how many.
         """
-        doomed = [
+        doomed = {
             task_id
             for state in (TaskState.WAITING, TaskState.ENQUEUED)
             for task_id in self._by_state[state]
             if channel is None or self._tasks[task_id].channel == channel
-        ]
+        }
+        stack = list(doomed)
+        while stack:
+            for child_id in self._children.get(stack.pop(), ()):
+                child = self._tasks.get(child_id)
+                if (
+                    child is not None
+                    and child.state is TaskState.WAITING
+                    and child_id not in doomed
+                ):
+                    doomed.add(child_id)
+                    stack.append(child_id)
         for task_id in doomed:
             self._delete(task_id)
         self._maybe_compact()

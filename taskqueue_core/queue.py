@@ -330,7 +330,8 @@ class TaskQueue:
         return await self.repository.retry_tasks(check_task_ids(task_ids))
 
     async def clear(self, channel: str | None = None) -> int:
-        """Delete waiting and enqueued tasks (of ``channel``, or all); return how many."""
+        """Delete waiting and enqueued tasks (of ``channel``, or all), and the waiting tasks of
+        any channel that depend on them (they could never start); return how many."""
         self._check_open()
         if channel is not None:
             check_channel(channel)

@@ -165,7 +165,9 @@ class TaskRepository(Protocol):
         ...
 
     async def delete_pending(self, channel: str | None = None) -> int:
-        """Delete waiting and enqueued tasks (of ``channel``, or all); return how many."""
+        """Delete waiting and enqueued tasks (of ``channel``, or all), with their logs and
+        edges, and the waiting descendants of those tasks in any channel (they could never
+        start); return how many."""
         ...
 
     # -- servers and maintenance ---------------------------------------------------------

@@ -36,6 +36,32 @@ async def test_delete_pending_of_one_channel(repository: TaskRepository) -> None
     assert [t.id for t in await repository.claim_tasks("s", 10)] == [b1]
 
 
+async def test_delete_pending_of_one_channel_takes_the_tasks_waiting_on_them_along(
+    repository: TaskRepository,
+) -> None:
+    """A task of another channel waiting on a deleted task could never start: it goes too,
+    with what waits on it; a task with a parent that is still running stays."""
+    other_root = await create(repository, name="other-root", channel="a")
+    await start(repository, other_root)
+    root = await create(repository, name="root", channel="a")
+    child, grandchild = await repository.create_tasks(
+        [
+            new("child", channel="b", parent_ids=(root,)),
+            new("grandchild", channel="c", batch_parents=(0,)),
+        ]
+    )
+    fan_in = await create(repository, name="fan-in", channel="b", parent_ids=(root, other_root))
+    kept = await create(repository, name="kept", channel="b", parent_ids=(other_root,))
+    free = await create(repository, name="free", channel="b")
+
+    assert await repository.delete_pending("a") == 4
+    assert await repository.get_states(
+        [root, other_root, child, grandchild, fan_in, kept, free]
+    ) == {other_root: TaskState.DOING, kept: TaskState.WAITING, free: TaskState.ENQUEUED}
+    await repository.complete_tasks(SERVER, [Outcome(other_root, TaskState.DONE)])
+    assert sorted(t.id for t in await repository.claim_tasks("s", 10)) == [kept, free]
+
+
 async def test_prune_deletes_tasks_that_ended_before(repository: TaskRepository) -> None:
     old_done, old_failed, old_cancelled, running = await repository.create_tasks(
         [new("done"), new("failed"), new("cancelled"), new("running")]

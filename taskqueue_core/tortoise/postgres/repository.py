@@ -55,6 +55,7 @@ from taskqueue_core.tortoise.postgres.statements import (
     CREATE_FREE_SQL,
     CREATE_ONE_SQL,
     CREATE_SQL,
+    DELETE_PENDING_CHANNEL_SQL,
     DELETE_PENDING_SQL,
     KILL_SQL,
     NEXT_DUE_ANY_SQL,
@@ -720,13 +721,16 @@ class PostgresRepository:
         return await self._write(work)
 
     async def delete_pending(self, channel: str | None = None) -> int:
-        """Delete waiting and enqueued tasks (of ``channel``, or all); return how many.
+        """Delete waiting and enqueued tasks (of ``channel``, or all), and the waiting
+        descendants of those tasks in any channel (they could never start); return how many.
 
-        Their logs and edges go with them; tasks that depended on them keep existing
-        (``parent_task`` becomes null) and are not released by them.
+        Their logs and edges go with them (the foreign keys cascade).
         """
         async with self._connection() as conn:
-            status = await conn.execute(DELETE_PENDING_SQL, channel)
+            if channel is None:
+                status = await conn.execute(DELETE_PENDING_SQL)
+            else:
+                status = await conn.execute(DELETE_PENDING_CHANNEL_SQL, channel)
         return _rowcount(status)
 
     # -- servers and maintenance ---------------------------------------------------------

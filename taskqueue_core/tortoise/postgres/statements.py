@@ -680,8 +680,24 @@ ORDER BY r.ord
 """
 
 DELETE_PENDING_SQL = """
+DELETE FROM queued_tasks WHERE state IN ('waiting', 'enqueued')
+"""
+
+# The pending tasks of one channel, and the waiting tasks of any channel below them (a task
+# waiting on a deleted task could never start). ``UNION`` visits a fan-in child once. The
+# DELETE checks the state again: a task claimed meanwhile is not deleted.
+DELETE_PENDING_CHANNEL_SQL = """
+WITH RECURSIVE doomed AS (
+    SELECT id FROM queued_tasks
+    WHERE state IN ('waiting', 'enqueued') AND channel = $1::text
+    UNION
+    SELECT d.task_id
+    FROM doomed AS p
+    JOIN queued_task_dependencies AS d ON d.parent_id = p.id
+    JOIN queued_tasks AS c ON c.id = d.task_id AND c.state = 'waiting'
+)
 DELETE FROM queued_tasks
-WHERE state IN ('waiting', 'enqueued') AND ($1::text IS NULL OR channel = $1::text)
+WHERE id IN (SELECT id FROM doomed) AND state IN ('waiting', 'enqueued')
 """
 
 PRUNE_SQL = """

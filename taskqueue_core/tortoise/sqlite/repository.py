@@ -686,11 +686,24 @@ class SqliteRepository:
 
     async def delete_pending(self, channel: str | None = None) -> int:
         """Delete waiting and enqueued tasks (of ``channel``, or all) with their logs and
-        edges; return how many tasks."""
+        edges, and the waiting descendants of those tasks in any channel (they could never
+        start); return how many tasks."""
         where = "state IN ('waiting', 'enqueued')"
         params: tuple[Any, ...] = ()
         if channel is not None:
-            where += " AND channel = ?"
+            # ``UNION`` visits a fan-in child once.
+            where = """id IN (
+                WITH RECURSIVE doomed(id) AS (
+                    SELECT id FROM queued_tasks
+                    WHERE state IN ('waiting', 'enqueued') AND channel = ?
+                    UNION
+                    SELECT d.task_id
+                    FROM doomed AS p
+                    JOIN queued_task_dependencies AS d ON d.parent_id = p.id
+                    JOIN queued_tasks AS c ON c.id = d.task_id AND c.state = 'waiting'
+                )
+                SELECT id FROM doomed
+            )"""
             params = (channel,)
         async with self._writing("delete_pending") as conn:
             return await delete_tasks(conn, where, params)

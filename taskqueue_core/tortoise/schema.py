@@ -11,8 +11,9 @@ index and the ``parent_task`` index.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,7 @@ async def _migrate_postgres(database_url: str) -> list[str]:
             # aerich drives the global ``Tortoise``; a context of our own, made current only
             # here, keeps it away from whatever Tortoise setup the host process has.
             ctx = TortoiseContext()
-            with ctx:
+            with ctx, _aerich_model_borrowed():
                 try:
                     command = Command(
                         tortoise_config=migration_config(database_url, with_models=False),
@@ -239,6 +240,26 @@ async def _migrate_postgres(database_url: str) -> list[str]:
                     await ctx.close_connections()
     finally:
         await guard.close()
+
+
+@contextlib.contextmanager
+def _aerich_model_borrowed() -> Iterator[None]:
+    """aerich's ``Aerich`` model free to join our app for a migration, and given back after.
+
+    A Tortoise model belongs to one app of the process: once a host application's setup has
+    taken ``aerich.models`` into an app of its own (on its own connection), Tortoise leaves
+    it out of ours ("has no models"), and aerich would then look for its table through the
+    host's connection alias, which our context does not have. The model's app and connection
+    are put back afterwards, so the host's setup keeps working."""
+    from aerich.models import Aerich
+
+    meta = Aerich._meta
+    saved = (meta.app, meta.default_connection)
+    meta.app = None
+    try:
+        yield
+    finally:
+        meta.app, meta.default_connection = saved
 
 
 def _redacted(database_url: str) -> str:

@@ -168,6 +168,35 @@ async def test_migrating_twice_applies_nothing_the_second_time(empty_pg_url: str
     assert index is not None and "WHERE" in index and "enqueued" in index
 
 
+async def test_a_host_that_took_aerichs_model_into_its_own_app_does_not_stop_migrate(
+    empty_pg_url: str, tmp_path: Path
+) -> None:
+    """An application that runs aerich for its own models has put ``aerich.models`` in an
+    app of its own, on its own connection; migrating taskqueue in the same process works,
+    and gives the model back to the application's app afterwards."""
+    from aerich.models import Aerich
+    from tortoise.context import TortoiseContext
+
+    meta = Aerich._meta
+    saved = (meta.app, meta.default_connection)
+    try:
+        meta.app = None  # as in a fresh process, whatever earlier tests bound it to
+        async with TortoiseContext() as host:
+            await host.init(
+                config={
+                    "connections": {"host_db": f"sqlite://{tmp_path}/host.sqlite3"},
+                    "apps": {
+                        "host_app": {"models": ["aerich.models"], "default_connection": "host_db"}
+                    },
+                }
+            )
+        assert (meta.app, meta.default_connection) == ("host_app", "host_db")
+        assert await migrate(empty_pg_url) == shipped_migrations()
+        assert (meta.app, meta.default_connection) == ("host_app", "host_db")
+    finally:
+        meta.app, meta.default_connection = saved
+
+
 async def test_concurrent_migrations_apply_once(empty_pg_url: str) -> None:
     results = await asyncio.gather(migrate(empty_pg_url), migrate(empty_pg_url))
     assert sorted(results, key=len) == [[], shipped_migrations()]

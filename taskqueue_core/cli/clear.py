@@ -61,7 +61,10 @@ class ClearCommand(QueueCommand):
                         f"refusing to delete {plural(total, 'pending task')}{scope} without "
                         "confirmation: pass --yes"
                     )
-                question = f"Delete {plural(total, 'pending task')}{scope}?"
+                # The count is the channel's own; what waits on those tasks elsewhere goes too.
+                them = "it" if total == 1 else "them"
+                others = f", and the tasks waiting on {them} in other channels" if channel else ""
+                question = f"Delete {plural(total, 'pending task')}{scope}{others}?"
                 if not self.confirm(question, default=False):
                     self.text("Nothing deleted.")
                     return EXIT_FAILURE

@@ -73,6 +73,24 @@ def test_one_channel_with_yes(console: Console) -> None:
     assert set(remaining) == {*ids["done"], *ids["default"]}
 
 
+def test_one_channel_takes_the_tasks_waiting_on_it_along(console: Console) -> None:
+    async def seed(queue: TaskQueue) -> list[int]:
+        mail = await queue.enqueue(tasks.add, 1, 2, channel="mail")
+        report = await queue.enqueue(tasks.add, 3, 4, parent=mail)  # on default
+        free = await queue.enqueue(tasks.add, 5, 6)
+        return [await ref.get_task_id() for ref in (mail, report, free)]
+
+    mail, report, free = console.seed(seed)
+    result = console("clear --channel=mail", interactive=True, inputs="yes\n")
+    assert result.code == 0, result
+    assert (
+        "Delete 1 pending task in channel 'mail', and the tasks waiting on it in other "
+        "channels? (yes/no) [no]"
+    ) in result.err
+    assert "Deleted 2 pending tasks in channel 'mail'." in result.out
+    assert _existing(console, [mail, report, free]) == {free: TaskState.ENQUEUED}
+
+
 def test_nothing_pending(console: Console) -> None:
     result = console("clear", interactive=False)
     assert result.code == 0, result

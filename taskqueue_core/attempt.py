@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import Any
 
 from taskqueue_core.context import TaskContext
-from taskqueue_core.limits import storable_text
 from taskqueue_core.models import Outcome, Task, TaskState
 
 __all__ = [
@@ -115,13 +114,13 @@ def failed(
     elapsed: float | None = None,
     context: dict[str, Any] | None = None,
 ) -> Outcome:
-    """The outcome of a task that failed for good (no retry); the texts made storable."""
+    """The outcome of a task that failed for good (no retry)."""
     return Outcome(
         task.id,
         TaskState.FAILED,
-        error_name=storable_text(name),
-        error_message=storable_text(message),
-        error_info=None if info is None else storable_text(info),
+        error_name=name,
+        error_message=message,
+        error_info=info,
         execution_time=elapsed,
         context=context,
     )

@@ -13,8 +13,8 @@ sizes of its columns:
   key (PostgreSQL's jsonb refuses it), ints of at most ``JSON_INT_DIGITS_MAX`` digits;
 - log rows: ``type`` and ``name`` are cut to ``LOG_TYPE_MAX`` (16) and ``NAME_MAX``;
 - no text column holds a NUL character either: what a task produces rather than what a
-  caller gives (its error, its log lines) is made storable with ``storable_text`` and
-  ``storable_json`` (each NUL becomes U+FFFD) instead of being refused.
+  caller gives (its error, its log lines and their ``extra`` fields) is made storable with
+  ``storable_text`` and ``storable_json`` (each NUL becomes U+FFFD) instead of being refused.
 
 A repository refuses a task that breaks one of them with ``InvalidTaskError``
 (``ArgumentNotSerializable`` for JSON) before anything is written; ``check_columns`` and
@@ -26,7 +26,7 @@ the call instead of failing a background write a moment later.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, overload
 
 from taskqueue_core.exceptions import InvalidTaskError
 from taskqueue_core.models import NewTask
@@ -91,18 +91,30 @@ def json_has_nul(text: str) -> bool:
     return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
 
 
-def storable_text(text: str) -> str:
-    """``text`` with each NUL character replaced by U+FFFD (the replacement character).
+@overload
+def storable_text(text: str) -> str: ...
 
-    For text a task produces, which must be stored whatever it holds: an exception's message
-    or traceback, a log line. PostgreSQL refuses NUL in ``text`` and in jsonb strings, and a
-    refused write would hold back every other outcome and line of the worker behind it."""
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+@overload
+def storable_text(text: None) -> None: ...
+
+
+def storable_text(text: str | None) -> str | None:
+    """``text`` with each NUL character replaced by U+FFFD (the replacement character); None
+    stays None.
+
+    For text a task produces, which is stored whatever it holds: the repositories pass a
+    task's error (name, message, traceback) and its log lines through it. PostgreSQL refuses
+    NUL in ``text`` and in jsonb strings, and a refused write would hold back every other
+    outcome and line of the worker behind it."""
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd")
 
 
 def storable_json(value: Any) -> Any:
-    """``value`` (plain JSON: dicts, lists, scalars) with ``storable_text`` applied to every
-    string and key; ``value`` itself when it holds no NUL."""
+    """A copy of ``value`` (plain JSON: dicts, lists, scalars) with ``storable_text``
+    applied to every string and key."""
     if isinstance(value, str):
         return storable_text(value)
     if isinstance(value, dict):

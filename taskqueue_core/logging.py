@@ -37,7 +37,7 @@ from typing import Any
 from loguru import logger as _loguru
 
 from taskqueue_core.context import current_context
-from taskqueue_core.limits import storable_json, storable_text
+from taskqueue_core.limits import storable_json
 from taskqueue_core.models import NewLogRecord
 
 __all__ = [
@@ -314,8 +314,10 @@ def _store(record: Any) -> None:
         NewLogRecord(
             task_id=ctx.task_id,
             type=_type(record["level"].no),
-            name=storable_text(extra.get(LOGGER_KEY) or record["name"] or ""),
-            message=storable_text(record["message"]),
+            name=extra.get(LOGGER_KEY) or record["name"] or "",
+            message=record["message"],
+            # The repositories replace NUL in names and messages; in ``extra`` they would
+            # refuse the line (jsonb), so it is replaced here.
             info=None if info is None else storable_json(info),
             date_created=record["time"].astimezone(UTC),
         )

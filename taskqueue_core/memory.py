@@ -40,7 +40,13 @@ from taskqueue_core.exceptions import (
     UnknownParent,
     UnknownTask,
 )
-from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, check_columns, json_has_nul
+from taskqueue_core.limits import (
+    LOG_TYPE_MAX,
+    NAME_MAX,
+    check_columns,
+    json_has_nul,
+    storable_text,
+)
 from taskqueue_core.models import (
     PARENT_CANCELLED,
     PARENT_FAILED,
@@ -105,7 +111,7 @@ def _encode(value: Any, what: str) -> str:
 
 def _log_text(value: str, limit: int | None = None) -> str:
     """A log field as PostgreSQL text holds it: NUL replaced, cut to the column's length."""
-    value = value.replace("\x00", "\ufffd")
+    value = storable_text(value)
     return value if limit is None else value[:limit]
 
 
@@ -185,9 +191,9 @@ class _Row:
         )
 
     def set_error(self, name: str | None, message: str | None, info: str | None) -> None:
-        self.exception_name = name
-        self.exception_message = message
-        self.exception_info = info
+        self.exception_name = storable_text(name)
+        self.exception_message = storable_text(message)
+        self.exception_info = storable_text(info)
 
     def clear_end(self) -> None:
         """Forget how the task last ended (before it runs again)."""

@@ -81,7 +81,6 @@ from taskqueue_core.attempt import (
 from taskqueue_core.context import TaskContext, activate, copy_json
 from taskqueue_core.exceptions import FunctionRefused, RepositoryError
 from taskqueue_core.hooks import Moment
-from taskqueue_core.limits import storable_text
 from taskqueue_core.logging import INTERNAL_KEY, install_task_sink
 from taskqueue_core.models import Event, Outcome, Task, TaskState
 from taskqueue_core.repository import Subscription
@@ -844,9 +843,9 @@ class Worker:
             return Outcome(
                 task.id,
                 TaskState.ENQUEUED,
-                error_name=storable_text(name),
-                error_message=storable_text(message),
-                error_info=None if info is None else storable_text(info),
+                error_name=name,
+                error_message=message,
+                error_info=info,
                 retry_at=datetime.now(UTC) + timedelta(seconds=delay),
                 execution_time=elapsed,
                 context=context,

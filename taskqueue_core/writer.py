@@ -280,28 +280,39 @@ class BatchWriter:
         write: Callable[[list[T]], Awaitable[object]],
         substitute: Callable[[T, BaseException], T | None],
     ) -> None:
+        # The task, not the item: an outcome's result or a line's text may be large.
+        about = f"task {_task_of(item)}"
         replacement = substitute(item, exc)
         if replacement is not None:
             try:
                 await write([replacement])
             except Exception as again:
                 _log.error(
-                    "taskqueue worker: {} refused {!r} ({}) and its replacement ({}); it is "
-                    "dropped",
+                    "taskqueue worker: {} refused the item of {} ({}) and its replacement "
+                    "({}); it is dropped",
                     what,
-                    item,
+                    about,
                     exc,
                     again,
                 )
             else:
                 _log.error(
-                    "taskqueue worker: {} refused {!r} ({}); a failure was stored instead",
+                    "taskqueue worker: {} refused the item of {} ({}); a failure was stored "
+                    "instead",
                     what,
-                    item,
+                    about,
                     exc,
                 )
             return
-        _log.error("taskqueue worker: {} refused {!r} ({}); it is dropped", what, item, exc)
+        _log.error(
+            "taskqueue worker: {} refused the item of {} ({}); it is dropped", what, about, exc
+        )
+
+
+def _task_of(item: object) -> object:
+    """The task id of a write's item: an ``Outcome``, a ``NewLogRecord`` or a
+    ``(task_id, context)`` pair."""
+    return item[0] if isinstance(item, tuple) else getattr(item, "task_id", "?")
 
 
 def _no_substitute(item: object, exc: BaseException) -> None:

@@ -273,3 +273,27 @@ async def test_outcome_of_a_task_no_longer_doing_is_ignored(repository: TaskRepo
 
 async def test_outcome_for_a_missing_task_is_ignored(repository: TaskRepository) -> None:
     assert await finish(repository, 424242) == []
+
+
+async def test_error_texts_keep_their_nul_characters_as_replacement_characters(
+    repository: TaskRepository,
+) -> None:
+    # Decision (the database columns): an error is stored whatever it says, as log lines
+    # are, with NUL replaced by U+FFFD, for a retry as for a final failure.
+    retried, failed = await repository.create_tasks([new("retried"), new("failed")])
+    await start(repository, retried, failed)
+    texts = {"error_name": "E\x00", "error_message": "bad\x00byte", "error_info": "trace\x00"}
+    await repository.complete_tasks(
+        SERVER,
+        [
+            Outcome(retried, TaskState.ENQUEUED, **texts),
+            Outcome(failed, TaskState.FAILED, **texts),
+        ],
+    )
+    for task_id in (retried, failed):
+        task = await get(repository, task_id)
+        assert (task.exception_name, task.exception_message, task.exception_info) == (
+            "E\ufffd",
+            "bad\ufffdbyte",
+            "trace\ufffd",
+        )

@@ -27,6 +27,7 @@ from taskqueue_core.exceptions import (
     UnknownParent,
     UnknownTask,
 )
+from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, storable_text
 from taskqueue_core.models import (
     Event,
     LogRecord,
@@ -550,9 +551,9 @@ class PostgresRepository:
                 [o.task_id for o, _, _ in batch],
                 [o.state.value for o, _, _ in batch],
                 _sparse([result for _, result, _ in batch]),
-                _sparse([o.error_name for o, _, _ in batch]),
-                _sparse([o.error_message for o, _, _ in batch]),
-                _sparse([o.error_info for o, _, _ in batch]),
+                _sparse([storable_text(o.error_name) for o, _, _ in batch]),
+                _sparse([storable_text(o.error_message) for o, _, _ in batch]),
+                _sparse([storable_text(o.error_info) for o, _, _ in batch]),
                 _sparse([None if o.retry_at is None else utc(o.retry_at) for o, _, _ in batch]),
                 None
                 if all(o.count_attempt for o, _, _ in batch)
@@ -633,9 +634,9 @@ class PostgresRepository:
         ]
         args = [
             [r.task_id for r in records],
-            [r.type[:16].replace("\x00", "\ufffd") for r in records],
-            [r.name[:255].replace("\x00", "\ufffd") for r in records],
-            [r.message.replace("\x00", "\ufffd") for r in records],
+            [storable_text(r.type[:LOG_TYPE_MAX]) for r in records],
+            [storable_text(r.name[:NAME_MAX]) for r in records],
+            [storable_text(r.message) for r in records],
             infos,
             [None if r.date_created is None else utc(r.date_created) for r in records],
         ]

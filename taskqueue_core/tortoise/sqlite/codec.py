@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from taskqueue_core.exceptions import ArgumentNotSerializable
-from taskqueue_core.limits import json_has_nul
+from taskqueue_core.limits import json_has_nul, storable_text
 from taskqueue_core.models import FunctionRef, Task, TaskState
 
 __all__ = [
@@ -70,7 +70,7 @@ def dump(value: Any, what: str) -> str:
 
 def log_text(value: str, limit: int | None = None) -> str:
     """A log field as every backend keeps it: NUL replaced by U+FFFD, cut to its column."""
-    value = str(value).replace("\x00", "\ufffd")
+    value = storable_text(str(value))
     return value if limit is None else value[:limit]
 
 

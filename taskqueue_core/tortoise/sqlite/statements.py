@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskqueue_core.exceptions import ArgumentNotSerializable
+from taskqueue_core.limits import storable_text
 from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, Outcome, TaskFilter, TaskState
 from taskqueue_core.tortoise.sqlite.codec import dump, dump_result, ts
 
@@ -95,9 +96,9 @@ def outcome_params(outcome: Outcome, state: TaskState, now: str) -> dict[str, An
         "result": dump_result(outcome.result, f"result of {what}")
         if state is TaskState.DONE
         else None,
-        "error_name": outcome.error_name,
-        "error_message": outcome.error_message,
-        "error_info": outcome.error_info,
+        "error_name": storable_text(outcome.error_name),
+        "error_message": storable_text(outcome.error_message),
+        "error_info": storable_text(outcome.error_info),
         "execution_time": outcome.execution_time,
         "context": None if context is None else dump(context, f"context of {what}"),
         "attempt": 1 if outcome.count_attempt else 0,

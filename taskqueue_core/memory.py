@@ -50,6 +50,7 @@ from taskqueue_core.limits import (
 from taskqueue_core.models import (
     PARENT_CANCELLED,
     PARENT_FAILED,
+    WORKER_LOST,
     Event,
     FunctionRef,
     LogRecord,
@@ -70,8 +71,6 @@ __all__ = ["InMemoryRepository"]
 
 logger = logging.getLogger("taskqueue.memory")
 
-WORKER_LOST = "WorkerLost"
-"""``exception_name`` of a task whose server died while it ran (see ``rescue_stale``)."""
 
 _ACTIVE = frozenset({TaskState.WAITING, TaskState.ENQUEUED, TaskState.DOING})
 _RETRYABLE = frozenset({TaskState.FAILED, TaskState.CANCELLED, TaskState.STOPPED})

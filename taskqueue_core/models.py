@@ -63,6 +63,10 @@ PARENT_FAILED = "ParentFailed"
 PARENT_CANCELLED = "ParentCancelled"
 """``exception_name`` of a task cancelled because one of its ancestors was cancelled."""
 
+WORKER_LOST = "WorkerLost"
+"""``exception_name`` of a task whose server died (or lost it) while it ran: it is enqueued
+again, or failed once its retries are used up."""
+
 
 @dataclass(frozen=True, slots=True)
 class FunctionRef:

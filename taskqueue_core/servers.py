@@ -42,7 +42,7 @@ from loguru import logger as _loguru
 from taskqueue_core.config import QueueConfig
 from taskqueue_core.exceptions import ConfigError
 from taskqueue_core.logging import INTERNAL_KEY
-from taskqueue_core.models import Outcome, ServerInfo, Task, TaskFilter, TaskState
+from taskqueue_core.models import WORKER_LOST, Outcome, ServerInfo, Task, TaskFilter, TaskState
 from taskqueue_core.repository import TaskRepository
 
 __all__ = ["DEFAULT_PRUNE_INTERVAL", "Load", "Server"]
@@ -62,8 +62,6 @@ _UNREGISTER_TIMEOUT = 5.0
 _running_here: set[str] = set()
 """Names of the servers running in this process (two with one name would share a row)."""
 _ORPHAN_PAGE = 500
-WORKER_LOST = "WorkerLost"
-"""``exception_name`` of a task whose server died more times than it may be retried."""
 
 
 def _now() -> datetime:

@@ -51,7 +51,7 @@ column text), ``batches`` (the layout of a creation batch), ``filters`` (the ``W
 of ``list_tasks``) and ``repository`` (``PostgresRepository``).
 """
 
+from taskqueue_core.models import WORKER_LOST
 from taskqueue_core.tortoise.postgres.repository import REAPER_LOCK_KEY, PostgresRepository
-from taskqueue_core.tortoise.postgres.statements import WORKER_LOST
 
 __all__ = ["REAPER_LOCK_KEY", "WORKER_LOST", "PostgresRepository"]

@@ -10,10 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED
-
-WORKER_LOST = "WorkerLost"
-"""``exception_name`` of a task whose server died while it ran (see ``rescue_stale``)."""
+from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, WORKER_LOST
 
 _TASK_COLUMNS = (
     "id, name, module_name, function_name, serialized_function, signature, state, "

@@ -29,6 +29,7 @@ from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX
 from taskqueue_core.models import (
     PARENT_CANCELLED,
     PARENT_FAILED,
+    WORKER_LOST,
     Event,
     LogRecord,
     NewLogRecord,
@@ -81,8 +82,6 @@ from taskqueue_core.tortoise.sqlite.transactions import settle
 __all__ = ["SqliteRepository"]
 
 logger = logging.getLogger("taskqueue.sqlite")
-
-_WORKER_LOST = "WorkerLost"
 
 
 def _claim_key(task: Task) -> tuple[int, datetime, int]:
@@ -795,7 +794,7 @@ class SqliteRepository:
                   ))
                 RETURNING id, state, channel
                 """,
-                {"now": now, "lost": _WORKER_LOST, "stale": stale},
+                {"now": now, "lost": WORKER_LOST, "stale": stale},
             )
             await conn.execute_fetchall(
                 "DELETE FROM queued_task_workers WHERE last_heartbeat < ?", (stale,)

@@ -23,7 +23,6 @@ an entry counts only while its task is still ``enqueued`` with the same generati
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import heapq
 import json
@@ -66,6 +65,7 @@ from taskqueue_core.models import (
     TaskTree,
 )
 from taskqueue_core.repository import EventHandler
+from taskqueue_core.subscribers import LocalSubscribers, LocalSubscription
 
 __all__ = ["InMemoryRepository"]
 
@@ -248,52 +248,6 @@ class _Changes:
         return cls([], [], set())
 
 
-class _MemorySubscription:
-    """A subscriber of one ``InMemoryRepository``; events arrive through its loop's queue."""
-
-    def __init__(
-        self,
-        owner: InMemoryRepository,
-        handler: EventHandler,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        self._owner = owner
-        self._handler = handler
-        self._loop = loop
-        self._open = True
-
-    @property
-    def healthy(self) -> bool:
-        """Always True: in-process delivery has no channel that can go down."""
-        return True
-
-    async def close(self) -> None:
-        """Stop delivering events, including those already scheduled. Idempotent."""
-        self._open = False
-        self._owner._subscriptions.discard(self)
-
-    def _schedule(self, event: Event) -> None:
-        if not self._open or self._loop.is_closed():
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
-            self._loop.call_soon(self._deliver, event)
-        else:
-            self._loop.call_soon_threadsafe(self._deliver, event)
-
-    def _deliver(self, event: Event) -> None:
-        if not self._open:
-            return
-        try:
-            self._handler(event)
-        except Exception:
-            # A broken subscriber must not break the writer that emitted the event.
-            logger.exception("event handler %r failed on %r", self._handler, event)
-
-
 class InMemoryRepository:
     """A ``TaskRepository`` that keeps everything in memory, for one process and one event loop.
 
@@ -320,7 +274,7 @@ class InMemoryRepository:
         self._dead_entries = 0
         self._next_task_id = 1
         self._next_log_id = 1
-        self._subscriptions: set[_MemorySubscription] = set()
+        self._subscriptions = LocalSubscribers()
         self._opened = False
 
     def __repr__(self) -> str:
@@ -338,8 +292,7 @@ class InMemoryRepository:
     async def close(self) -> None:
         """Close every subscription; the stored data stay. Idempotent."""
         self._opened = False
-        for subscription in list(self._subscriptions):
-            await subscription.close()
+        await self._subscriptions.close()
 
     # -- creation ------------------------------------------------------------------------
 
@@ -857,12 +810,10 @@ class InMemoryRepository:
 
     # -- events --------------------------------------------------------------------------
 
-    async def subscribe(self, handler: EventHandler) -> _MemorySubscription:
+    async def subscribe(self, handler: EventHandler) -> LocalSubscription:
         """Deliver every event of this repository to ``handler`` (soon after the change that
         caused it, in the running loop) until the subscription is closed."""
-        subscription = _MemorySubscription(self, handler, asyncio.get_running_loop())
-        self._subscriptions.add(subscription)
-        return subscription
+        return self._subscriptions.add(handler)
 
     async def publish(self, event: Event) -> None:
         """Send ``event`` to every subscriber of this repository."""
@@ -1041,8 +992,7 @@ class InMemoryRepository:
             self._publish(Event("ended", task_ids=tuple(sorted(changes.ended))))
 
     def _publish(self, event: Event) -> None:
-        for subscription in list(self._subscriptions):
-            subscription._schedule(event)
+        self._subscriptions.publish(event)
 
 
 def _ended_by_parent(row: _Row) -> bool:

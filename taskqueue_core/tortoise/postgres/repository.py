@@ -43,6 +43,7 @@ from taskqueue_core.models import (
     TaskTree,
 )
 from taskqueue_core.repository import EventHandler, Subscription
+from taskqueue_core.subscribers import LocalSubscribers
 from taskqueue_core.tortoise.listener import Listener, ListenerSubscription, encode_event
 from taskqueue_core.tortoise.postgres.batches import Batch, batch_of, ids_of, plan_of, texts_of
 from taskqueue_core.tortoise.postgres.codec import decode, encode, server, task, unique, utc
@@ -109,43 +110,6 @@ _CREATED_PAYLOADS: dict[str, str] = {}
 """NOTIFY payloads of a task created in a channel, by channel (they repeat)."""
 
 
-# -- subscriptions without NOTIFY -----------------------------------------------------------
-
-
-class _LocalSubscription:
-    """A subscriber in this process, used when NOTIFY is off; events come by ``call_soon``."""
-
-    def __init__(
-        self, owner: PostgresRepository, handler: EventHandler, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self._owner = owner
-        self._handler = handler
-        self._loop = loop
-        self._open = True
-
-    @property
-    def healthy(self) -> bool:
-        """Always True: in-process delivery has no channel that can go down."""
-        return True
-
-    async def close(self) -> None:
-        """Stop delivering events. Idempotent."""
-        self._open = False
-        self._owner._local.discard(self)
-
-    def schedule(self, event: Event) -> None:
-        if self._open and not self._loop.is_closed():
-            self._loop.call_soon(self._deliver, event)
-
-    def _deliver(self, event: Event) -> None:
-        if not self._open:
-            return
-        try:
-            self._handler(event)
-        except Exception:
-            logger.exception("event handler %r failed on %r", self._handler, event)
-
-
 # -- the repository ---------------------------------------------------------------------------
 
 
@@ -187,7 +151,7 @@ class PostgresRepository:
         self._listener: Listener | None = None
         self._listener_lock: asyncio.Lock | None = None
         self._subscriptions: set[ListenerSubscription] = set()
-        self._local: set[_LocalSubscription] = set()
+        self._local = LocalSubscribers()
 
     def __repr__(self) -> str:
         return f"<PostgresRepository channel={self.notify_channel!r} notify={self.use_notify}>"
@@ -249,8 +213,7 @@ class PostgresRepository:
         """Close subscriptions, the LISTEN connection and our own pool. Idempotent."""
         for subscription in list(self._subscriptions):
             await subscription.close()
-        for local in list(self._local):
-            await local.close()
+        await self._local.close()
         listener, self._listener = self._listener, None
         if listener is not None:
             await listener.close()
@@ -943,9 +906,7 @@ class PostgresRepository:
         been missed. Without NOTIFY: events of this object only, soon after each change.
         """
         if not self.use_notify:
-            local = _LocalSubscription(self, handler, asyncio.get_running_loop())
-            self._local.add(local)
-            return local
+            return self._local.add(handler)
         if self._listener_lock is None:
             self._listener_lock = asyncio.Lock()
         async with self._listener_lock:
@@ -1004,8 +965,7 @@ class PostgresRepository:
             self._emit_local_event(Event("ended", task_ids=tuple(sorted(ended))))
 
     def _emit_local_event(self, event: Event) -> None:
-        for subscription in list(self._local):
-            subscription.schedule(event)
+        self._local.publish(event)
 
 
 # -- helpers --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ exit it stops the pool gracefully and closes the queue, which writes every pendi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -35,7 +36,30 @@ if TYPE_CHECKING:
     from taskqueue_core.queue import TaskQueue
     from taskqueue_core.repository import TaskRepository
 
-__all__ = ["TaskQueueLifespan", "taskqueue_lifespan"]
+__all__ = ["CommandSettings", "TaskQueueLifespan", "set_command_settings", "taskqueue_lifespan"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommandSettings:
+    """How a command that serves the application (``taskq serve``) runs its lifespans."""
+
+    config: QueueConfig
+    """The configuration of a ``taskqueue_lifespan`` that has none of its own (no ``config``,
+    ``queue`` nor ``tortoise``)."""
+    embedded_workers: bool
+    """False: no ``taskqueue_lifespan`` starts its embedded pool (the command runs one)."""
+
+
+_command: CommandSettings | None = None
+
+
+def set_command_settings(settings: CommandSettings | None) -> None:
+    """Make ``settings`` apply to every ``taskqueue_lifespan`` of this process that starts
+    from now on, however the application uses it: as its lifespan, or entered inside its own
+    lifespan (where the command cannot see it). None: each follows its own options again.
+    """
+    global _command
+    _command = settings
 
 
 class TaskQueueLifespan:
@@ -70,13 +94,14 @@ class TaskQueueLifespan:
             raise ConfigError(
                 "a task queue is already open for this application: enter taskqueue_lifespan once"
             )
-        queue = self.queue if self.queue is not None else self._build_queue(app)
+        command = _command
+        queue = self.queue if self.queue is not None else self._build_queue(app, command)
         async with contextlib.AsyncExitStack() as stack:
             await queue.open()
             stack.push_async_callback(queue.close)
             setattr(app.state, STATE_KEY, queue)
             stack.callback(_forget_queue, app)
-            if self.run_workers:
+            if self.run_workers and (command is None or command.embedded_workers):
                 from taskqueue_core.pool import WorkerPool
 
                 # The host (uvicorn, gunicorn) owns SIGTERM/SIGINT: the lifespan's exit is
@@ -89,10 +114,15 @@ class TaskQueueLifespan:
                 stack.push_async_callback(pool.stop)
             yield {STATE_KEY: queue}
 
-    def _build_queue(self, app: Starlette) -> TaskQueue:
+    def _build_queue(self, app: Starlette, command: CommandSettings | None) -> TaskQueue:
         from taskqueue_core.queue import TaskQueue
 
-        config = self.config if self.config is not None else QueueConfig.from_env()
+        if self.config is not None:
+            config = self.config
+        elif command is not None and self.tortoise is None:
+            config = command.config
+        else:
+            config = QueueConfig.from_env()
         if self.tortoise is None:
             return TaskQueue(config)
         client = _host_client(app, self.tortoise)

@@ -3,8 +3,9 @@
 - ``taskq serve APP``: the HTTP server only (the application's lifespan decides whether it
   runs an embedded worker of its own, as it does under plain uvicorn);
 - ``taskq serve APP --workers=N``: the HTTP server and a worker pool of N slots in the same
-  process (if the application uses ``taskqueue_lifespan``, its own embedded worker is turned
-  off so that the process runs exactly one pool);
+  process (every ``taskqueue_lifespan`` of the application, whether it is the application's
+  lifespan or entered inside another, has its embedded worker turned off, so that the
+  process runs exactly one pool);
 - ``taskq serve APP --no-http``: the workers only; the application is imported for its tasks
   and hooks.
 
@@ -61,6 +62,14 @@ def _taskqueue_lifespan_of(app: Any) -> TaskQueueLifespan | None:
     return lifespan if isinstance(lifespan, TaskQueueLifespan) else None
 
 
+def _forget_command_settings() -> None:
+    try:
+        from taskqueue_fastapi.lifespan import set_command_settings
+    except ImportError:
+        return
+    set_command_settings(None)
+
+
 def _quiet_server(config: uvicorn.Config) -> uvicorn.Server:
     """A uvicorn server that stops on SIGTERM/SIGINT without re-raising the signal.
 
@@ -106,9 +115,10 @@ class ServeCommand(QueueCommand):
         "  <info>taskq serve myapp.main:app</info>               the HTTP server only\n"
         "  <info>taskq serve myapp.main:app --workers=3</info>   HTTP and a pool of 3 workers\n"
         "  <info>taskq serve myapp.main:app --workers=3 --no-http</info>   workers only\n\n"
-        "With <info>--workers</info>, an application whose lifespan is "
-        "<comment>taskqueue_lifespan(...)</comment> has its own embedded worker turned off, so "
-        "the process runs one pool. If that lifespan has no configuration of its own it uses "
+        "With <info>--workers</info>, every <comment>taskqueue_lifespan(...)</comment> of the "
+        "application (its lifespan, or entered inside its own) has its embedded worker turned "
+        "off, so the process runs one pool. A taskqueue_lifespan without a configuration of its "
+        "own uses "
         "the command's (QUEUE_*, <info>--database-url</info>, <info>--config</info>). "
         "SIGTERM or SIGINT stops the server, then the workers (running tasks finish or go back "
         "to the queue); the exit code is then 0."
@@ -125,10 +135,25 @@ class ServeCommand(QueueCommand):
         app = load_object(str(self.argument("app")), what="APP")
         if no_http:
             return await run_pool(self, config, processes=1, title="starting workers (no HTTP)")
-        uvicorn = _uvicorn()
+        _uvicorn()
         if not callable(app):
             raise UsageError(f"APP {self.argument('app')} is not an ASGI application")
         embedded = self._adopt_lifespan(app, config, with_workers=with_workers)
+        try:
+            return await self._run(app, config, host, port, with_workers, embedded)
+        finally:
+            _forget_command_settings()
+
+    async def _run(
+        self,
+        app: Any,
+        config: QueueConfig,
+        host: str,
+        port: int,
+        with_workers: bool,
+        embedded: str | None,
+    ) -> int:
+        uvicorn = _uvicorn()
         server = _quiet_server(uvicorn.Config(app, host=host, port=port, log_level="info"))
         if not with_workers:
             workers = embedded or "none started by taskq (the application may run its own)"
@@ -136,9 +161,14 @@ class ServeCommand(QueueCommand):
             await self._serve(server, host, port)
             self.line("<info>taskq</info> stopped")
             return EXIT_OK
-        extra = [("http", f"http://{host}:{port}")]
-        if embedded is not None:
-            extra.append(("lifespan", embedded))
+        extra = [
+            ("http", f"http://{host}:{port}"),
+            (
+                "lifespan",
+                embedded
+                or "any taskqueue_lifespan the application enters runs without its embedded worker",
+            ),
+        ]
         return await run_pool(
             self,
             config,
@@ -149,15 +179,20 @@ class ServeCommand(QueueCommand):
         )
 
     def _adopt_lifespan(self, app: Any, config: QueueConfig, *, with_workers: bool) -> str | None:
-        """Align a ``taskqueue_lifespan`` with this command; describe its workers (None:
-        the application has no ``taskqueue_lifespan`` this command can see)."""
+        """Make every ``taskqueue_lifespan`` of this process follow this command; describe
+        the workers of the application's own one (None: it has none this command can see,
+        for instance when it enters one inside a lifespan of its own)."""
+        try:
+            from taskqueue_fastapi.lifespan import CommandSettings, set_command_settings
+        except ImportError:  # the adapter's dependencies are not installed: nothing to adopt
+            return None
+        # Process-wide, so that it also reaches a taskqueue_lifespan entered inside the
+        # application's own lifespan, which cannot be found from the application object.
+        set_command_settings(CommandSettings(config=config, embedded_workers=not with_workers))
         lifespan = _taskqueue_lifespan_of(app)
         if lifespan is None:
             return None
-        if lifespan.config is None and lifespan.queue is None and lifespan.tortoise is None:
-            lifespan.config = config
         if with_workers:
-            lifespan.run_workers = False
             return "taskqueue_lifespan without its embedded worker (this pool runs the tasks)"
         if lifespan.run_workers:
             workers = (lifespan.config or config).max_workers

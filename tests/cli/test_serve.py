@@ -75,6 +75,30 @@ def test_http_and_a_pool_in_one_process(pg_console: Console, tmp_path: Path) -> 
 
 
 @pytest.mark.postgres
+def test_one_pool_when_the_application_enters_the_lifespan_itself(
+    pg_console: Console, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = environment(pg_console.url, server_name="cli-serve-composed")
+    args = ["serve", "tests.cli.app:composed", "--workers=2", f"--port={port}"]
+    with taskq(args, env, tmp_path / "serve") as server:
+        wait_until(
+            lambda: _get(f"http://127.0.0.1:{port}/health"), timeout=30, what="HTTP", running=server
+        )
+        assert _result(pg_console, _post_add(port, 3, 4)) == 7
+        # The lifespan inside the application's own took the command's configuration (the
+        # queue works) and left the tasks to the command's pool: one server row, 2 slots.
+        servers = _servers(pg_console)
+        assert [(s.server_name, s.max_workers) for s in servers] == [("cli-serve-composed", 2)]
+        assert "any taskqueue_lifespan the application enters runs without its embedded" in (
+            server.out
+        )
+        assert server.terminate(timeout=30) == 0, server.err
+    assert _servers(pg_console) == []
+    assert "Traceback" not in server.err
+
+
+@pytest.mark.postgres
 def test_workers_only(pg_console: Console, tmp_path: Path) -> None:
     env = environment(pg_console.url, server_name="cli-no-http")
     args = ["serve", "tests.cli.app:app", "--workers=1", "--no-http"]

@@ -19,6 +19,7 @@ from taskqueue_core.pool import WorkerPool
 from taskqueue_core.testing import InMemoryRepository
 from taskqueue_core.tortoise.models import MODELS_MODULE, QueuedTask
 from taskqueue_fastapi import get_queue, taskqueue_lifespan
+from taskqueue_fastapi.lifespan import CommandSettings, set_command_settings
 from tests.fastapi import tasks
 from tests.fastapi.conftest import make_config, queue_of_app, serve
 
@@ -72,6 +73,38 @@ async def test_without_workers_tasks_wait_for_a_worker_elsewhere(pg_url: str) ->
     # A worker started later (here: another queue on the same database) runs it.
     async with TaskQueue(make_config(pg_url)) as other, WorkerPool(other):
         assert await other.wait_for(task_id, timeout=15) == 2
+
+
+async def test_command_settings_reach_a_lifespan_inside_the_hosts_own(pg_url: str) -> None:
+    """What ``taskq serve --workers`` sets: the lifespan without a configuration takes the
+    command's and starts no pool; one with its own configuration keeps it."""
+    command = make_config(pg_url, server_name="command")
+    own = make_config(pg_url, server_name="own")
+
+    def composed(queue_lifespan: Any) -> FastAPI:
+        @asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            async with queue_lifespan(app):
+                yield
+
+        return task_app(lifespan)
+
+    set_command_settings(CommandSettings(config=command, embedded_workers=False))
+    try:
+        bare, configured = composed(taskqueue_lifespan()), composed(taskqueue_lifespan(own))
+        async with serve(bare) as client, serve(configured):
+            assert queue_of_app(bare).config is command
+            assert queue_of_app(configured).config is own
+            task_id = (await client.post("/add", params={"a": 1, "b": 2})).json()["task_id"]
+            # No embedded pool in either: the task waits for the command's pool.
+            assert await queue_of_app(bare).servers() == []
+            assert await queue_of_app(bare).ref(task_id).get_state() is TaskState.ENQUEUED
+    finally:
+        set_command_settings(None)
+    # Reset: the lifespan runs its embedded pool again.
+    app = composed(taskqueue_lifespan(own))
+    async with serve(app):
+        assert [s.server_name for s in await queue_of_app(app).servers()] == ["own"]
 
 
 async def test_the_queue_lives_exactly_as_long_as_the_app(pg_url: str) -> None:

@@ -3,7 +3,8 @@
 Every measured step runs in a subprocess of its own (``benchmarks.runner``) on a fresh database;
 systems are interleaved inside every repetition so that drift of the machine hits them alike;
 ratios between systems are computed per repetition and then summarised by their median.
-Results go to ``benchmarks/results/latest.json`` and a chart to ``benchmarks/results/latest.png``.
+Results go to ``benchmarks/results/latest.json`` and a chart to ``benchmarks/results/latest.png``
+(``partial.*`` for a run limited by ``--only`` or ``--systems``).
 """
 
 from __future__ import annotations
@@ -641,15 +642,17 @@ async def main_async(args: argparse.Namespace) -> None:
         "summary": summary,
         "cross": cross,
     }
-    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1))
+    # A partial run (--only, --systems) is kept apart: latest.* stay a whole run.
+    stem = "latest" if not args.only and not args.systems else "partial"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=1))
     text = table(summary, cross) + (
         f"\n\n{args.reps} repetition(s); 1-minute load average before each measurement: "
         f"{machine['load_average_1min']['min']:.2f}-{machine['load_average_1min']['max']:.2f} "
         f"on {os.cpu_count()} CPUs.\n"
     )
-    (RESULTS / "latest.md").write_text(text)
+    (RESULTS / f"{stem}.md").write_text(text)
     print(text)
-    chart(summary, RESULTS / "latest.png")
+    chart(summary, RESULTS / f"{stem}.png")
 
 
 def main() -> None:
@@ -666,6 +669,13 @@ def main() -> None:
         help="only redraw latest.md and latest.png from latest.json",
     )
     args = parser.parse_args()
+    for option, names, known in (
+        ("--only", args.only, WORKLOADS),
+        ("--systems", args.systems, SYSTEMS),
+    ):
+        unknown = [name for name in names.split(",") if name and name not in known]
+        if unknown:
+            parser.error(f"{option}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
     if args.replot:
         replot()
         return

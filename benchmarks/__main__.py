@@ -218,8 +218,8 @@ async def measure(system: str, workload: str, n: int) -> dict[str, Any]:
             role = {"A1": "enqueue_one", "A2": "enqueue_bulk", "A3": "enqueue_burst"}[workload]
             res = await asyncio.to_thread(run_step, {**base, "role": role, "count": n})
             return {"rate": n / res["elapsed"], **res}
-        if workload in {"B", "D", "F"}:
-            variant = {"B": "plain", "D": "context", "F": "plain"}[workload]
+        if workload in {"B", "D", "D2", "F"}:
+            variant = {"B": "plain", "D": "context", "D2": "context", "F": "plain"}[workload]
             if workload == "F":
                 await prefill_finished(system, dsn, 1_000_000)
                 n = 100_000
@@ -231,9 +231,10 @@ async def measure(system: str, workload: str, n: int) -> dict[str, Any]:
                 await asyncio.to_thread(run_step, {**base, "role": "enqueue_bulk", "count": n})
             before = await db_stats(dsn)
             async with ServerCpu(dsn) as server:
-                res = await asyncio.to_thread(
-                    run_step, {**base, "role": "drain", "count": n, "concurrency": 10}
-                )
+                drain = {**base, "role": "drain", "count": n, "concurrency": 10}
+                if workload == "D2":
+                    drain["variant"] = "quiet"
+                res = await asyncio.to_thread(run_step, drain)
             after = await db_stats(dsn)
             check_exactly_once(system, workload, res, n)
             delta = {k: after[k] - before[k] for k in before}
@@ -322,6 +323,7 @@ WORKLOADS: dict[str, tuple[str, list[str]]] = {
     "B": ("drain no-op tasks, 1 process, 10 slots (jobs/s)", ["taskqueue", "pgqueuer", "raw"]),
     "C": ("latency, idle worker, 50 tasks/s (ms)", ["taskqueue", "pgqueuer", "raw"]),
     "D": ("drain, 3 context writes + 2 log lines per task (jobs/s)", ["taskqueue"]),
+    "D2": ("D without loguru's console handler: lines only stored (jobs/s)", ["taskqueue"]),
     "E1": ("chain of 1,000 tasks (ms per link)", ["taskqueue"]),
     "E2": ("one parent, 10,000 children (jobs/s)", ["taskqueue"]),
     "F": ("drain 100,000 beside 1,000,000 finished (jobs/s)", ["taskqueue", "raw"]),
@@ -374,9 +376,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def cross_ratios(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """taskqueue's D, E2 and F against its own B, per repetition."""
+    """taskqueue's D, D2, E2 and F against its own B, per repetition."""
     out: dict[str, Any] = {}
-    for workload in ("D", "E2", "F"):
+    for workload in ("D", "D2", "E2", "F"):
         ratios = []
         for rep in sorted({r["rep"] for r in runs}):
             b = [
@@ -445,7 +447,7 @@ SYSTEM_COLORS = {"taskqueue": "#2b6cb0", "pgqueuer": "#dd6b20", "raw": "#718096"
 
 
 def chart(summary: dict[str, Any], path: Path) -> None:
-    """Three panels: enqueue rates (A), drain rates (B, D, E2, F), latency (C); medians with
+    """Three panels: enqueue rates (A), drain rates (B, D, D2, E2, F), latency (C); medians with
     min-max whiskers, each bar labelled with its median (enqueue and drain rates differ by
     an order of magnitude, so they get an axis each)."""
     try:
@@ -460,7 +462,7 @@ def chart(summary: dict[str, Any], path: Path) -> None:
     width = 0.27
     panels = [
         ("Enqueue (A)", [w for w in summary if w.startswith("A")]),
-        ("Drain, 1 process, 10 slots", [w for w in summary if w in {"B", "D", "E2", "F"}]),
+        ("Drain, 1 process, 10 slots", [w for w in summary if w in {"B", "D", "D2", "E2", "F"}]),
     ]
     panels = [(title, workloads) for title, workloads in panels if workloads]
     ratios = [max(len(workloads), 2) for _, workloads in panels] + [2]

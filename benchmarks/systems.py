@@ -345,6 +345,12 @@ class TaskqueueSystem:
     async def drain(self, dsn: str, count: int, concurrency: int, variant: str) -> None:
         from taskqueue_core import TaskQueue, Worker
 
+        if variant == "quiet":
+            # Workload D2: no console handler, so a task's log lines are only stored; the
+            # worker puts its storing sink back when it starts.
+            from loguru import logger
+
+            logger.remove()
         config = tq_config(dsn, max_workers=concurrency)
         async with TaskQueue(config) as queue:
             worker = Worker(queue, concurrency=concurrency)

@@ -18,12 +18,16 @@ Storage conventions (readable by the Tortoise models of ``taskqueue_core.tortois
 
 Requires SQLite 3.35 or newer (``RETURNING``).
 
-The package, one module per concern: ``repository`` (``SqliteRepository``: its verbs, its
-connection and transactions, its events), ``connection`` (opening the database: pragmas,
-Tortoise's process-wide settings, driver errors), ``transactions`` (leaving a connection
-outside any transaction after a failed or cancelled call), ``codec`` (values as stored and
-rows back as the core's dataclasses), ``statements`` (SQL text and the statements several
-verbs share) and ``creation`` (checking, encoding and inserting a batch of new tasks).
+The package, one module per concern: ``repository`` (``SqliteRepository``: its state and
+the contract of each verb, whose body lives in the module of its concern), ``connection``
+(opening the database: pragmas, Tortoise's process-wide settings, driver errors),
+``transactions`` (the transactions every verb runs in, and leaving a connection outside any
+transaction after a failed or cancelled call), ``codec`` (values as stored and rows back as
+the core's dataclasses), ``statements`` (SQL text and the statements several verbs share),
+``creation`` (checking, encoding and inserting a batch of new tasks), ``execution``
+(claiming, completing, and what running tasks write), ``control`` (cancel, stop, retry,
+delete pending), ``maintenance`` (servers' rows, rescue of stale tasks, pruning),
+``reads`` (the admin views' reads) and ``events`` (this object's subscribers).
 """
 
 from __future__ import annotations

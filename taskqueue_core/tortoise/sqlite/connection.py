@@ -1,9 +1,11 @@
 """Opening the SQLite database and setting up its connections.
 
-The pragmas of the repository's own connection (added to its URL), the busy timeout every
-connection gets, the ``taskqueue_casefold`` SQL function of name filters, the process-wide
-Tortoise settings that opening must leave as they were, and the driver's errors that the
-repository reports as ``RepositoryError``.
+How ``SqliteRepository.open`` connects (``open_own``: a Tortoise context of its own on the
+URL; ``open_shared``: the host application's client), the per-connection setup
+(``prepare``), the pragmas of the repository's own connection (added to its URL), the busy
+timeout every connection gets, the ``taskqueue_casefold`` SQL function of name filters, the
+process-wide Tortoise settings that opening must leave as they were, and the driver's
+errors that the repository reports as ``RepositoryError``.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from taskqueue_core.exceptions import RepositoryError
+from taskqueue_core.exceptions import ConfigError, RepositoryError
+
+if TYPE_CHECKING:
+    from taskqueue_core.tortoise.sqlite.repository import SqliteRepository
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
@@ -24,6 +29,9 @@ __all__ = [
     "casefold",
     "check_directory",
     "driver_errors",
+    "open_own",
+    "open_shared",
+    "prepare",
     "tortoise_globals_kept",
     "url_with_pragmas",
 ]
@@ -104,3 +112,79 @@ def driver_errors() -> tuple[type[BaseException], ...]:
     from tortoise.exceptions import BaseORMException
 
     return (sqlite3.Error, BaseORMException, OSError)
+
+
+async def open_own(repo: SqliteRepository) -> None:
+    """Open ``repo`` on a Tortoise context of its own for its URL, creating the schema."""
+    from tortoise.context import TortoiseContext
+    from tortoise.exceptions import ConfigurationError
+
+    from taskqueue_core.tortoise.schema import create_schema, tortoise_config
+
+    context = TortoiseContext()
+    try:
+        with context, tortoise_globals_kept():
+            await context.init(config=tortoise_config(url_with_pragmas(repo.database_url)))
+            client = context.db(CONNECTION_NAME)
+            check_directory(getattr(client, "filename", ":memory:"))
+            # The schema generator finds the models through the current context.
+            await create_schema(client)
+        async with client.acquire_connection() as conn:
+            await prepare(repo, conn)
+    except ConfigurationError as exc:
+        await context.close_connections()
+        raise ConfigError(f"invalid SQLite URL {repo.database_url!r}: {exc}") from exc
+    except driver_errors() as exc:
+        await context.close_connections()
+        raise RepositoryError(f"cannot open {repo.database_url!r}: {exc}") from exc
+    except BaseException:
+        await context.close_connections()
+        raise
+    repo._context = context
+    repo._client = client
+
+
+async def open_shared(repo: SqliteRepository, client: Any) -> None:
+    """Open ``repo`` on the host application's Tortoise SQLite ``client``, creating the
+    taskqueue tables through the host's setup if they are missing."""
+    from taskqueue_core.tortoise.schema import create_schema, index_statements
+
+    dialect = getattr(getattr(client, "capabilities", None), "dialect", None)
+    if dialect != "sqlite" or not hasattr(client, "acquire_connection"):
+        raise ConfigError(f"SqliteRepository needs a Tortoise SQLite client, got {client!r}")
+    exists = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'queued_tasks'"
+    try:
+        async with client.acquire_connection() as conn:
+            await prepare(repo, conn)
+            found = await conn.execute_fetchall(exists)
+        schema_error: BaseException | None = None
+        if not found:
+            # Through the host's own Tortoise setup: it creates the taskqueue tables
+            # only if the host registered taskqueue_core.tortoise.models on this client
+            # (otherwise the claim index fails for want of its table: judged below).
+            try:
+                await create_schema(client)
+            except driver_errors() as exc:
+                schema_error = exc
+        async with client.acquire_connection() as conn:
+            if not await conn.execute_fetchall(exists):
+                raise RepositoryError(
+                    "the taskqueue tables are missing from the shared database: add "
+                    "'taskqueue_core.tortoise.models' to the Tortoise apps of this "
+                    "connection, or run `taskq migrate`"
+                ) from schema_error
+            for statement in index_statements(postgres=False):
+                await conn.execute_fetchall(statement)
+    except driver_errors() as exc:
+        raise RepositoryError(f"cannot use the shared SQLite client: {exc}") from exc
+    repo._client = client
+
+
+async def prepare(repo: SqliteRepository, conn: Any) -> None:
+    """Per-connection setup: the case-folding function of name filters and, on a shared
+    connection, a busy timeout at least ours."""
+    await conn.create_function("taskqueue_casefold", 1, casefold, deterministic=True)
+    rows = await conn.execute_fetchall("PRAGMA busy_timeout")
+    if rows and int(rows[0][0]) < BUSY_TIMEOUT_MS:
+        await conn.execute_fetchall(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    repo._prepared = conn

@@ -1,15 +1,16 @@
 """Creation of tasks on SQLite: a batch checked and encoded, then inserted with its edges.
 
-``encode_new_tasks`` raises (``InvalidTaskError``, ``ArgumentNotSerializable``) before
-anything is written; ``insert_tasks`` runs inside the caller's write transaction and raises
-``UnknownParent`` for a parent id that does not exist.
+``create_tasks`` is the body of ``SqliteRepository.create_tasks``. ``encode_new_tasks``
+raises (``InvalidTaskError``, ``ArgumentNotSerializable``) before anything is written;
+``insert_tasks`` runs inside the caller's write transaction and raises ``UnknownParent`` for
+a parent id that does not exist.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from taskqueue_core.exceptions import InvalidTaskError, UnknownParent
 from taskqueue_core.limits import check_columns
@@ -17,7 +18,10 @@ from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, NewTask, Task
 from taskqueue_core.tortoise.sqlite.codec import dump, ts, utc_now
 from taskqueue_core.tortoise.sqlite.statements import IDS
 
-__all__ = ["encode_new_tasks", "insert_tasks"]
+if TYPE_CHECKING:
+    from taskqueue_core.tortoise.sqlite.repository import SqliteRepository
+
+__all__ = ["create_tasks", "encode_new_tasks", "insert_tasks"]
 
 
 def _unique(values: Iterable[str]) -> tuple[str, ...]:
@@ -31,6 +35,23 @@ class _Plan:
         self.ids: list[int] = []
         self.channels: tuple[str, ...] = ()
         self.ended: list[int] = []
+
+
+async def create_tasks(
+    repo: SqliteRepository, tasks: Sequence[NewTask], transaction: Any
+) -> list[int]:
+    """Check, then insert ``tasks`` in one write (or in the caller's ``transaction``), then
+    send the events; see ``SqliteRepository.create_tasks``."""
+    tasks = list(tasks)
+    if not tasks:
+        return []
+    rows = encode_new_tasks(tasks)
+    existing = sorted({p for task in tasks for p in task.parent_ids})
+    cm = repo._joining(transaction, "create") if transaction is not None else None
+    async with cm if cm is not None else repo._writing("create") as conn:
+        plan = await insert_tasks(conn, tasks, rows, existing)
+    repo._emit_changes(plan.channels, (), plan.ended)
+    return plan.ids
 
 
 def encode_new_tasks(tasks: list[NewTask]) -> list[dict[str, Any]]:

@@ -40,15 +40,19 @@ raw asyncpg connection that the client's ``acquire_connection()`` lends from its
 asyncpg's ``fetch`` with its prepared-statement cache and positional records, without
 Tortoise's per-query logging and dict conversion (a claim of 20 tasks through
 ``execute_query_dict`` measured ~15% more client CPU and time). Our own pool also skips
-asyncpg's reset query on release (see ``_keep_session``), which measured 2-3x the cost of a
-short statement. LISTEN uses a dedicated connection (``listener``).
+asyncpg's reset query on release (see ``connections.keep_session``), which measured 2-3x
+the cost of a short statement. LISTEN uses a dedicated connection (``listener``).
 
 Errors from asyncpg or Tortoise become ``RepositoryError`` (the driver's error is
 ``__cause__``), including a lost connection, so that callers can retry.
 
-Modules: ``statements`` (the SQL text), ``codec`` (rows to the core's dataclasses, values to
-column text), ``batches`` (the layout of a creation batch), ``filters`` (the ``WHERE`` clause
-of ``list_tasks``) and ``repository`` (``PostgresRepository``).
+Modules: ``repository`` (``PostgresRepository``: the verbs, their contracts, the
+connections they run on), and the work of the verbs by concern: ``creation``, ``execution``
+(claims, outcomes, logs), ``control`` (admin writes), ``maintenance`` (servers, the reaper,
+pruning), ``reads`` and ``events``; shared by them: ``connections`` (pools, driver errors,
+deadlock retries), ``cascades`` (the follow-up of a guarded cascade), ``statements`` (the SQL
+text), ``codec`` (rows to the core's dataclasses, values to column text), ``batches`` (the
+layout of a creation batch) and ``filters`` (the ``WHERE`` clause of ``list_tasks``).
 """
 
 from taskqueue_core.models import WORKER_LOST

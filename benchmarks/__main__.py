@@ -375,26 +375,33 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+CROSS_RATIOS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
+    "taskqueue D/B": (("taskqueue", "D"), ("taskqueue", "B")),
+    "taskqueue D2/B": (("taskqueue", "D2"), ("taskqueue", "B")),
+    "taskqueue E2/B": (("taskqueue", "E2"), ("taskqueue", "B")),
+    "taskqueue F/B": (("taskqueue", "F"), ("taskqueue", "B")),
+    "taskqueue A3/pgqueuer A2": (("taskqueue", "A3"), ("pgqueuer", "A2")),
+}
+"""Rates compared across workloads: (system, workload) over (system, workload)."""
+
+
 def cross_ratios(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """taskqueue's D, D2, E2 and F against its own B, per repetition."""
+    """The ``CROSS_RATIOS`` of the run, computed per repetition (both measured in it)."""
+    rate = {
+        (r["rep"], r["system"], r["workload"]): r["metrics"]["rate"]
+        for r in runs
+        if "rate" in r["metrics"]
+    }
+    reps = sorted({r["rep"] for r in runs})
     out: dict[str, Any] = {}
-    for workload in ("D", "D2", "E2", "F"):
-        ratios = []
-        for rep in sorted({r["rep"] for r in runs}):
-            b = [
-                r
-                for r in runs
-                if r["rep"] == rep and r["workload"] == "B" and r["system"] == "taskqueue"
-            ]
-            x = [
-                r
-                for r in runs
-                if r["rep"] == rep and r["workload"] == workload and r["system"] == "taskqueue"
-            ]
-            if b and x:
-                ratios.append(x[0]["metrics"]["rate"] / b[0]["metrics"]["rate"])
+    for label, (top, bottom) in CROSS_RATIOS.items():
+        ratios = [
+            rate[(rep, *top)] / rate[(rep, *bottom)]
+            for rep in reps
+            if (rep, *top) in rate and (rep, *bottom) in rate
+        ]
         if ratios:
-            out[f"taskqueue {workload}/B"] = {
+            out[label] = {
                 "median": statistics.median(ratios),
                 "min": min(ratios),
                 "max": max(ratios),
@@ -522,6 +529,10 @@ def chart(summary: dict[str, Any], path: Path) -> None:
 def replot() -> None:
     """Redraw latest.md and latest.png from latest.json, without measuring anything."""
     doc = json.loads((RESULTS / "latest.json").read_text())
+    # Recomputed from the measurements, so that a change of the analysis applies to them.
+    doc["summary"] = summarise(doc["runs"])
+    doc["cross"] = cross_ratios(doc["summary"], doc["runs"])
+    (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1))
     text = table(doc["summary"], doc["cross"])
     load = doc["machine"].get("load_average_1min")
     if load:
@@ -668,7 +679,7 @@ def main() -> None:
     parser.add_argument(
         "--replot",
         action="store_true",
-        help="only redraw latest.md and latest.png from latest.json",
+        help="only recompute the summary of latest.json and redraw latest.md and latest.png",
     )
     args = parser.parse_args()
     for option, names, known in (

@@ -42,5 +42,5 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Side-by-side throughput and latency benchmarks (needs PostgreSQL; takes minutes)."""
-    session.install("-e", ".[dev]", "pgqueuer", "matplotlib")
+    session.install("-e", ".[dev]", "pgqueuer>=1.6,<1.7", "matplotlib")
     session.run("python", "-m", "benchmarks", *session.posargs)

@@ -22,7 +22,6 @@ from taskqueue_core.models import Outcome, Task, TaskState
 __all__ = [
     "Attempt",
     "Interrupt",
-    "ThreadCall",
     "callable_name",
     "failed",
     "json_problem",
@@ -84,26 +83,6 @@ class Attempt:
         """Loop time past which the attempt is interrupted (its own timeout, else the default)."""
         limit = self.task.timeout
         return self.started + (default_timeout if limit is None else limit)
-
-
-class ThreadCall:
-    """A plain function call made in a worker thread; records whether it is still running."""
-
-    __slots__ = ("args", "finished", "func", "kwargs", "started")
-
-    def __init__(self, func: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> None:
-        self.func = func
-        self.args = args
-        self.kwargs = kwargs
-        self.started = False
-        self.finished = False
-
-    def __call__(self) -> Any:
-        self.started = True
-        try:
-            return self.func(*self.args, **self.kwargs)
-        finally:
-            self.finished = True
 
 
 def failed(

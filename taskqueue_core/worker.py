@@ -16,10 +16,10 @@ The hot path, and how it stays cheap:
   worker's first claim. Claimed tasks that have not started are handed back (without
   counting an attempt) when the worker stops, and dropped if an admin cancels them.
 - **Runs**: a coroutine function runs as a named asyncio task; a plain function runs in a
-  thread pool (``loop.run_in_executor``) inside a copy of the task's ``contextvars``
-  context, so ``set_context``, loggers and whatever the ``pre_run`` hooks set reach it.
-  Functions come from ``queue.codec.load``; a refused reference fails the task before any
-  of its code runs.
+  thread (``ThreadRunner``) inside a copy of the task's ``contextvars`` context, so
+  ``set_context``, loggers and whatever the ``pre_run`` hooks set reach it.
+  Functions come from ``queue.codec.load``, once per reference (``Runnables``); a refused
+  reference, or arguments that do not fit, fail the task before any of its code runs.
 - **Completions, context changes and log lines** go through the worker's ``BatchWriter``:
   one write in flight, everything that piles up meanwhile in the next single call. A slot is
   free as soon as its task ends, not when its outcome is stored; the worker stops claiming
@@ -44,26 +44,20 @@ Control: ``control`` events (an admin cancelled or stopped a running task) inter
 task's asyncio task at once. The repository already wrote the final state, so the worker
 writes no outcome for such a task (only its pending context and log lines).
 
-A plain function cannot be interrupted. When one runs past its timeout (or is cancelled,
-stopped, or still running at the end of a shutdown) the task ends without it: its slot is
-freed at once, its thread runs on and its late result is discarded. So that such a thread
-never starves the others, the worker gives its thread pool up (new calls go to a fresh pool)
-and the old pool's threads end when their functions return. (An executor passed in, like
-``WorkerPool``'s slot executor, is told instead: cancelling its future abandons the slot.)
+A plain function cannot be interrupted: its call is abandoned, the task ends without it and
+its slot is freed at once (``ThreadRunner``, in ``threads``, says what becomes of the thread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextvars
 import dataclasses
-import inspect
 import math
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -72,18 +66,18 @@ from loguru import logger as _loguru
 from taskqueue_core.attempt import (
     Attempt,
     Interrupt,
-    ThreadCall,
-    callable_name,
     failed,
     json_problem,
     trace,
 )
 from taskqueue_core.context import TaskContext, activate, copy_json
-from taskqueue_core.exceptions import FunctionRefused, RepositoryError
+from taskqueue_core.exceptions import RepositoryError
 from taskqueue_core.hooks import Moment
 from taskqueue_core.logging import INTERNAL_KEY, install_task_sink
 from taskqueue_core.models import Event, Outcome, Task, TaskState
 from taskqueue_core.repository import Subscription
+from taskqueue_core.runnables import Runnables
+from taskqueue_core.threads import ThreadRunner
 from taskqueue_core.watchdog import STATE_CHECK_INTERVAL, WATCH_TICK, Watchdog
 from taskqueue_core.writer import CONTEXT_PERIOD, LOG_BATCH, OUTCOME_BATCH, BatchWriter
 
@@ -134,7 +128,6 @@ DUE_SLACK = 0.002
 """Seconds added to a scheduled task's due time before claiming it (clocks and rounding)."""
 
 _RUN_TIME_WEIGHT = 0.1  # weight of the newest run time in the moving average
-_SIGNATURE_CACHE_SIZE = 1_024
 
 
 class Worker:
@@ -203,15 +196,10 @@ class Worker:
         self._watchdog: Watchdog | None = None
         self._watchdog_job: asyncio.Task[None] | None = None
         self._subscription: Subscription | None = None
-        self._external_executor = executor
-        self._executor: concurrent.futures.Executor | None = executor
-        self._executor_size = 0
-        self._signatures: dict[Callable[..., Any], tuple[inspect.Signature | None, bool]] = {}
-        # Import-path references that passed their signature check, and argument shapes that
-        # fit their function: both are pure functions of the key, so checking once is enough
-        # (the same few functions run thousands of times).
-        self._loaded: dict[tuple[str, str, str | None], Callable[..., Any]] = {}
-        self._fitting: set[tuple[Callable[..., Any], int, tuple[str, ...]]] = set()
+        self._threads = ThreadRunner(
+            executor, thread_name_prefix=f"taskqueue-worker-{self.server_name}"
+        )
+        self._runnables = Runnables(queue.codec)
 
     # -- public state ----------------------------------------------------------------------
 
@@ -370,9 +358,7 @@ class Worker:
             except Exception as exc:
                 _log.warning("taskqueue worker could not close its subscription: {}", exc)
             self._subscription = None
-        if self._executor is not None and self._external_executor is None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+        self._threads.shutdown()
 
     def _hand_back_waiting(self) -> None:
         """Put the tasks claimed ahead back ``enqueued``: they never started, so no attempt
@@ -602,39 +588,11 @@ class Worker:
         """Load the task's function and start it as an asyncio task (or fail it at once)."""
         writer = self._writer
         assert writer is not None and self._loop is not None
-        ref = task.function
-        key = (ref.module_name or "", ref.function_name or "", ref.signature)
-        try:
-            found = self._loaded.get(key) if ref.serialized_function is None else None
-            if found is None:
-                found = self.queue.codec.load(ref)
-                if ref.serialized_function is None:
-                    if len(self._loaded) >= _SIGNATURE_CACHE_SIZE:
-                        self._loaded.clear()
-                    self._loaded[key] = found
-            func = found
-        except FunctionRefused as exc:
-            writer.add_outcome(failed(task, "FunctionRefused", exc.message, None))
+        runnable = self._runnables.of(task)
+        if isinstance(runnable, Outcome):
+            writer.add_outcome(runnable)  # it cannot run: fails at once
             return
-        except Exception as exc:
-            message = f"the function of task {task.id} could not be loaded: {exc}"
-            writer.add_outcome(failed(task, type(exc).__name__, message, trace(exc)))
-            return
-        signature, is_async = self._describe(func)
-        shape = (func, len(task.args), tuple(task.kwargs))
-        if signature is not None and shape not in self._fitting:
-            try:
-                signature.bind(*task.args, **task.kwargs)
-            except TypeError as exc:
-                message = (
-                    f"the arguments of task {task.id} do not match "
-                    f"{callable_name(func)}{signature}: {exc}"
-                )
-                writer.add_outcome(failed(task, "TypeError", message, None))
-                return
-            if len(self._fitting) >= _SIGNATURE_CACHE_SIZE:
-                self._fitting.clear()
-            self._fitting.add(shape)
+        func, is_async = runnable
         context = TaskContext(task.id, copy_json(task.context), writer)
         run = Attempt(task, func, is_async, context, self._loop.time(), hooks)
         if not self._running:
@@ -644,23 +602,6 @@ class Worker:
         job = self._loop.create_task(self._execute(run), name=f"taskqueue-task-{task.id}")
         run.job = job
         job.add_done_callback(self._job_done)
-
-    def _describe(self, func: Callable[..., Any]) -> tuple[inspect.Signature | None, bool]:
-        """The function's signature (None if it has none) and whether it is async; cached."""
-        found = self._signatures.get(func)
-        if found is not None:
-            return found
-        try:
-            signature: inspect.Signature | None = inspect.signature(func)
-        except (TypeError, ValueError):
-            signature = None
-        is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-            type(func).__call__  # objects with an async __call__
-        )
-        if len(self._signatures) >= _SIGNATURE_CACHE_SIZE:
-            self._signatures.clear()
-        self._signatures[func] = (signature, is_async)
-        return signature, is_async
 
     def _job_done(self, job: asyncio.Task[None]) -> None:
         # _execute handles every error itself; anything escaping it is a bug worth seeing.
@@ -685,7 +626,9 @@ class Worker:
             if run.is_async:
                 result = await run.func(*task.args, **task.kwargs)
             else:
-                result = await self._call_in_thread(run)
+                result = await self._threads.call(
+                    run.func, run.task.args, run.task.kwargs, self.capacity
+                )
         except asyncio.CancelledError as exc:
             error = exc
             current = asyncio.current_task()
@@ -711,48 +654,6 @@ class Worker:
                 if run.interrupt is None:
                     run.interrupt = Interrupt.SHUTDOWN
         self._finish(run, result, error, elapsed)
-
-    async def _call_in_thread(self, run: Attempt) -> Any:
-        """Run a plain function in the thread pool, in a copy of the task's context."""
-        call = ThreadCall(run.func, run.task.args, run.task.kwargs)
-        future = asyncio.get_running_loop().run_in_executor(
-            self._thread_pool(), contextvars.copy_context().run, call
-        )
-        try:
-            result = await future
-        except BaseException:
-            # Interrupted (timeout, control, shutdown): the thread cannot be, so leave it.
-            self._abandon(call)
-            raise
-        if inspect.isawaitable(result):
-            # A plain callable that returned an awaitable (e.g. a partial of a coroutine
-            # function): finish it on the loop.
-            result = await result
-        return result
-
-    def _thread_pool(self) -> concurrent.futures.Executor:
-        if self._external_executor is not None:
-            return self._external_executor
-        size = self.capacity
-        if self._executor is None or self._executor_size < size:
-            if self._executor is not None:
-                self._executor.shutdown(wait=False)
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=size, thread_name_prefix=f"taskqueue-worker-{self.server_name}"
-            )
-            self._executor_size = size
-        return self._executor
-
-    def _abandon(self, call: ThreadCall) -> None:
-        if self._external_executor is not None or not call.started or call.finished:
-            return  # not running (never started, or done): nothing is left behind
-        _log.warning(
-            "taskqueue worker: a plain task function is still running in its thread after its "
-            "task ended (timeout or interruption); new calls go to a fresh thread pool"
-        )
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
-            self._executor = None
 
     def _finish(
         self, run: Attempt, result: Any, error: BaseException | None, elapsed: float

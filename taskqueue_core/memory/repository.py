@@ -7,7 +7,6 @@ synchronous: a verb applies from start to end without awaiting.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -32,8 +31,6 @@ from taskqueue_core.repository import EventHandler
 from taskqueue_core.subscribers import LocalSubscription
 
 __all__ = ["InMemoryRepository"]
-
-logger = logging.getLogger("taskqueue.memory")
 
 
 class InMemoryRepository:

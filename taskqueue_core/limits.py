@@ -18,17 +18,18 @@ sizes of its columns:
 
 A repository refuses a task that breaks one of them with ``InvalidTaskError``
 (``ArgumentNotSerializable`` for JSON) before anything is written; ``check_columns`` and
-``json_has_nul`` are those checks. ``TaskQueue`` applies the same limits when
+``json_text`` (with ``json_has_nul``) are those checks. ``TaskQueue`` applies the same limits when
 ``add_task``/``enqueue`` is called (``taskqueue_core.validation``), so a bad value is named at
 the call instead of failing a background write a moment later.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, overload
 
-from taskqueue_core.exceptions import InvalidTaskError
+from taskqueue_core.exceptions import ArgumentNotSerializable, InvalidTaskError
 from taskqueue_core.models import NewTask
 
 __all__ = [
@@ -42,10 +43,14 @@ __all__ = [
     "PRIORITY_MIN",
     "SIGNATURE_MAX",
     "check_columns",
+    "check_new_task",
     "fits_int32",
     "json_has_nul",
+    "json_text",
+    "log_text",
     "storable_json",
     "storable_text",
+    "task_parents",
 ]
 
 NAME_MAX = 255
@@ -91,6 +96,19 @@ def json_has_nul(text: str) -> bool:
     return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
 
 
+def json_text(value: Any, what: str) -> str:
+    """``value`` as compact JSON text for a JSON column; ``ArgumentNotSerializable`` naming
+    ``what`` when it is not JSON (a set, NaN) or holds a NUL character in a string or a key
+    (PostgreSQL's jsonb refuses it, so every backend refuses it alike)."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from exc
+    if json_has_nul(text):
+        raise ArgumentNotSerializable(f"{what} contains a NUL character, which cannot be stored")
+    return text
+
+
 @overload
 def storable_text(text: str) -> str: ...
 
@@ -112,6 +130,13 @@ def storable_text(text: str | None) -> str | None:
     return text.replace("\x00", "\ufffd")
 
 
+def log_text(value: str, limit: int | None = None) -> str:
+    """A field of a log row as it is stored: ``storable_text``, cut to ``limit`` characters
+    (``LOG_TYPE_MAX``, ``NAME_MAX``; None for the message)."""
+    value = storable_text(str(value))
+    return value if limit is None else value[:limit]
+
+
 def storable_json(value: Any) -> Any:
     """A copy of ``value`` (plain JSON: dicts, lists, scalars) with ``storable_text``
     applied to every string and key."""
@@ -129,7 +154,7 @@ def check_columns(task: NewTask, what: str) -> None:
 
     ``what`` names the task in the message (e.g. ``"task 3 ('send')"``). Checks the text
     columns, the function reference's shape and the integer columns; the JSON fields are
-    checked where they are encoded (see ``json_has_nul``).
+    checked where they are encoded (``json_text``).
 
     Raises ``InvalidTaskError`` naming the field.
     """
@@ -162,3 +187,56 @@ def check_columns(task: NewTask, what: str) -> None:
             raise InvalidTaskError(f"{what}: {label} is out of range: {number}")
     if task.max_retries < 0:
         raise InvalidTaskError(f"{what}: max_retries must be 0 or more")
+
+
+def check_new_task(task: NewTask, position: int, what: str) -> tuple[list[int], list[int]]:
+    """Refuse task ``position`` of a ``create_tasks`` batch if a repository cannot store it;
+    return its parent ids and batch parents, each without repeats (a parent named twice
+    counts once).
+
+    ``check_columns``, plus the shape of the other fields: ``args`` a list or tuple,
+    ``kwargs`` and ``context`` dicts, ``timeout`` None or a number a float holds, parent ids
+    ints, batch parents earlier positions of the same batch. (Whether the parents exist, and
+    the JSON values, are checked by the repository as it writes: ``json_text``.)
+
+    Raises ``InvalidTaskError`` naming the task (``what``) and the field.
+    """
+    check_columns(task, what)
+    if not isinstance(task.args, list | tuple):
+        raise InvalidTaskError(f"{what}: args must be a list, got {type(task.args).__name__}")
+    for label, value in (("kwargs", task.kwargs), ("context", task.context)):
+        if not isinstance(value, dict):
+            raise InvalidTaskError(f"{what}: {label} must be a dict, got {type(value).__name__}")
+    timeout = task.timeout
+    if timeout is not None and not _holds_float(timeout):
+        raise InvalidTaskError(f"{what}: timeout must be a number, got {timeout!r}")
+    return task_parents(task, position, what)
+
+
+def task_parents(task: NewTask, position: int, what: str) -> tuple[list[int], list[int]]:
+    """Task ``position``'s parent ids and batch parents, each without repeats; checked (see
+    ``check_new_task``)."""
+    parent_ids = list(dict.fromkeys(task.parent_ids))
+    for parent_id in parent_ids:
+        if isinstance(parent_id, bool) or not isinstance(parent_id, int):
+            raise InvalidTaskError(f"{what}: parent id {parent_id!r} is not an int")
+    batch_parents = list(dict.fromkeys(task.batch_parents))
+    for index in batch_parents:
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise InvalidTaskError(f"{what}: batch_parents entry {index!r} is not an int")
+        if not 0 <= index < position:
+            raise InvalidTaskError(
+                f"{what}: batch_parents entry {index} is not an earlier position in the same batch"
+            )
+    return parent_ids, batch_parents
+
+
+def _holds_float(value: object) -> bool:
+    """True for an int or float (not a bool) that a ``float8`` column holds."""
+    if type(value) is not float and type(value) is not int:
+        return False
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True

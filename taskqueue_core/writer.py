@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from loguru import logger as _loguru
 
 from taskqueue_core.exceptions import RepositoryError
-from taskqueue_core.limits import storable_text
 from taskqueue_core.logging import INTERNAL_KEY, LogBuffer
 from taskqueue_core.models import NewLogRecord, Outcome, TaskState
 
@@ -330,7 +329,8 @@ def _failure_instead(outcome: Outcome, exc: BaseException) -> Outcome | None:
         state=TaskState.FAILED,
         result=None,
         error_name="OutcomeNotStored",
-        error_message=storable_text(f"the outcome of task {outcome.task_id} was refused: {exc}"),
+        # (The repository replaces a NUL in the message, as in any error it stores.)
+        error_message=f"the outcome of task {outcome.task_id} was refused: {exc}",
         error_info=None,
         retry_at=None,
         context=None,

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from taskqueue_core.exceptions import InvalidTaskError, UnknownParent
-from taskqueue_core.limits import check_columns
-from taskqueue_core.memory.rows import Changes, Row, encode, unique, utc
+from taskqueue_core.exceptions import UnknownParent
+from taskqueue_core.limits import check_new_task, json_text
+from taskqueue_core.memory.rows import Changes, Row, utc
 from taskqueue_core.memory.store import Store
 from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, NewTask, TaskState
 
@@ -35,35 +35,18 @@ def create_tasks(store: Store, tasks: Sequence[NewTask]) -> list[int]:
     prepared: list[_Prepared] = []
     for position, new in enumerate(tasks):
         what = f"task {position} ({new.name!r})"
-        parent_ids = unique(new.parent_ids)
+        parent_ids, batch_parents = check_new_task(new, position, what)
         for parent_id in parent_ids:
             if parent_id not in store.tasks:
                 raise UnknownParent(f"{what}: parent task {parent_id} does not exist")
-        batch_parents = unique(new.batch_parents)
-        for index in batch_parents:
-            if isinstance(index, bool) or not isinstance(index, int):
-                raise InvalidTaskError(f"{what}: batch_parents entry {index!r} is not an int")
-            if not 0 <= index < position:
-                raise InvalidTaskError(
-                    f"{what}: batch_parents entry {index} is not an earlier position "
-                    "in the same batch"
-                )
-        if not isinstance(new.args, list | tuple):
-            raise InvalidTaskError(f"{what}: args must be a list, got {type(new.args).__name__}")
-        for label, value in (("kwargs", new.kwargs), ("context", new.context)):
-            if not isinstance(value, dict):
-                raise InvalidTaskError(
-                    f"{what}: {label} must be a dict, got {type(value).__name__}"
-                )
-        check_columns(new, what)
         prepared.append(
             _Prepared(
                 new=new,
                 parents=parent_ids,
                 batch_parents=batch_parents,
-                args=encode(list(new.args), f"{what}: args"),
-                kwargs=encode(new.kwargs, f"{what}: kwargs"),
-                context=encode(new.context, f"{what}: context"),
+                args=json_text(list(new.args), f"{what}: args"),
+                kwargs=json_text(new.kwargs, f"{what}: kwargs"),
+                context=json_text(new.context, f"{what}: context"),
                 scheduled=now if new.date_scheduled is None else utc(new.date_scheduled),
             )
         )

@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from taskqueue_core.exceptions import InvalidTransition
-from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX
-from taskqueue_core.memory.rows import Changes, LogRow, Row, encode, log_text, utc
+from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, json_text, log_text
+from taskqueue_core.memory.rows import Changes, LogRow, Row, utc
 from taskqueue_core.memory.store import ReadyEntry, Store
 from taskqueue_core.models import NewLogRecord, Outcome, Task, TaskState
 
@@ -80,11 +80,11 @@ def complete_tasks(store: Store, server_name: str, outcomes: Sequence[Outcome]) 
             raise InvalidTransition(
                 f"task {outcome.task_id}: an outcome cannot be {outcome.state.value!r}"
             )
-        result = encode(outcome.result, f"result of task {outcome.task_id}")
+        result = json_text(outcome.result, f"result of task {outcome.task_id}")
         context = (
             None
             if outcome.context is None
-            else encode(outcome.context, f"context of task {outcome.task_id}")
+            else json_text(outcome.context, f"context of task {outcome.task_id}")
         )
         encoded.append((outcome, result, context))
 
@@ -129,7 +129,7 @@ def complete_tasks(store: Store, server_name: str, outcomes: Sequence[Outcome]) 
 
 def update_contexts(store: Store, contexts: Mapping[int, dict[str, Any]]) -> None:
     encoded = {
-        task_id: encode(context, f"context of task {task_id}")
+        task_id: json_text(context, f"context of task {task_id}")
         for task_id, context in contexts.items()
     }
     for task_id, text in encoded.items():
@@ -143,7 +143,7 @@ def append_logs(store: Store, records: Sequence[NewLogRecord]) -> None:
     encoded = [
         (
             record,
-            None if record.info is None else encode(record.info, "log info"),
+            None if record.info is None else json_text(record.info, "log info"),
         )
         for record in records
     ]

@@ -1,9 +1,9 @@
 """The stored forms of tasks and log rows, and how values are encoded into them.
 
 ``Row`` and ``LogRow`` are mutable; ``snapshot()`` turns them into the frozen ``Task`` and
-``LogRecord`` that callers get. JSON values are kept as text (``encode``) and decoded on each
-read (``decode``). ``Changes`` collects what one verb changed, for the events it emits once
-the change is complete.
+``LogRecord`` that callers get. JSON values are kept as text (``limits.json_text``, which
+refuses what PostgreSQL's jsonb refuses) and decoded on each read (``decode``). ``Changes``
+collects what one verb changed, for the events it emits once the change is complete.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from taskqueue_core.exceptions import ArgumentNotSerializable
-from taskqueue_core.limits import json_has_nul, storable_text
+from taskqueue_core.limits import storable_text
 from taskqueue_core.models import FunctionRef, LogRecord, Task, TaskState
 
 
@@ -24,27 +23,6 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
-
-
-def encode(value: Any, what: str) -> str:
-    """``value`` as JSON text, or ``ArgumentNotSerializable`` naming ``what``.
-
-    A NUL character is refused like PostgreSQL's jsonb refuses it, so that code tested
-    against this fake does not first fail in production.
-    """
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from exc
-    if json_has_nul(text):
-        raise ArgumentNotSerializable(f"{what} contains a NUL character, which cannot be stored")
-    return text
-
-
-def log_text(value: str, limit: int | None = None) -> str:
-    """A log field as PostgreSQL text holds it: NUL replaced, cut to the column's length."""
-    value = storable_text(value)
-    return value if limit is None else value[:limit]
 
 
 def decode(text: str | None) -> Any:

@@ -17,30 +17,27 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from taskqueue_core.exceptions import InvalidTaskError
-from taskqueue_core.limits import CHANNEL_MAX, NAME_MAX, SIGNATURE_MAX
+from taskqueue_core.limits import (
+    CHANNEL_MAX,
+    INT32_MAX,
+    NAME_MAX,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    SIGNATURE_MAX,
+    check_new_task,
+    json_has_nul,
+    json_text,
+    task_parents,
+)
 from taskqueue_core.models import FunctionRef, NewTask, TaskState
-from taskqueue_core.tortoise.postgres.codec import NUL_ESCAPE, encode, unique, utc
+from taskqueue_core.tortoise.postgres.codec import utc
 
 T = TypeVar("T")
-
-_INT32 = (-(2**31), 2**31 - 1)
 
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 """``encode``'s encoder, built once (``json.dumps`` with options builds one per call)."""
 
 _NONE_TYPE = type(None)
-
-
-def _check_length(value: str | None, limit: int, what: str) -> None:
-    if value is not None and len(value) > limit:
-        raise InvalidTaskError(f"{what} is longer than {limit} characters ({len(value)})")
-
-
-def _check_int32(value: int, what: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidTaskError(f"{what} must be an int, got {value!r}")
-    if not _INT32[0] <= value <= _INT32[1]:
-        raise InvalidTaskError(f"{what} is out of range: {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,56 +59,20 @@ def _prepare(tasks: Sequence[NewTask]) -> list[_Prepared]:
     prepared: list[_Prepared] = []
     for position, new in enumerate(tasks):
         what = f"task {position} ({new.name!r})"
-        parent_ids, batch_parents = _parents_of(new, position, what)
-        if not isinstance(new.args, list | tuple):
-            raise InvalidTaskError(f"{what}: args must be a list, got {type(new.args).__name__}")
-        for label, value in (("kwargs", new.kwargs), ("context", new.context)):
-            if not isinstance(value, dict):
-                raise InvalidTaskError(
-                    f"{what}: {label} must be a dict, got {type(value).__name__}"
-                )
-        _check_length(new.name, 255, f"{what}: name")
-        _check_length(new.channel, 64, f"{what}: channel")
-        _check_length(new.function.module_name, 255, f"{what}: module_name")
-        _check_length(new.function.function_name, 255, f"{what}: function_name")
-        _check_length(new.function.signature, 64, f"{what}: signature")
-        _check_int32(new.priority, f"{what}: priority")
-        _check_int32(new.max_retries, f"{what}: max_retries")
-        if new.max_retries < 0:
-            raise InvalidTaskError(f"{what}: max_retries must be 0 or more")
-        timeout = _float_text(new.timeout)
-        if new.timeout is not None and timeout is None:
-            raise InvalidTaskError(f"{what}: timeout must be a number, got {new.timeout!r}")
+        parent_ids, batch_parents = check_new_task(new, position, what)
         prepared.append(
             _Prepared(
                 new=new,
                 parent_ids=parent_ids,
                 batch_parents=batch_parents,
-                args=encode(list(new.args), f"{what}: args"),
-                kwargs=encode(new.kwargs, f"{what}: kwargs"),
-                context=encode(new.context, f"{what}: context"),
-                timeout=timeout,
+                args=json_text(list(new.args), f"{what}: args"),
+                kwargs=json_text(new.kwargs, f"{what}: kwargs"),
+                context=json_text(new.context, f"{what}: context"),
+                timeout=_float_text(new.timeout),
                 scheduled=_time_text(new.date_scheduled),
             )
         )
     return prepared
-
-
-def _parents_of(new: NewTask, position: int, what: str) -> tuple[list[int], list[int]]:
-    """The task's parent ids and batch parents, each without repeats; checked."""
-    parent_ids = unique(new.parent_ids)
-    for parent_id in parent_ids:
-        if isinstance(parent_id, bool) or not isinstance(parent_id, int):
-            raise InvalidTaskError(f"{what}: parent id {parent_id!r} is not an int")
-    batch_parents = unique(new.batch_parents)
-    for index in batch_parents:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise InvalidTaskError(f"{what}: batch_parents entry {index!r} is not an int")
-        if not 0 <= index < position:
-            raise InvalidTaskError(
-                f"{what}: batch_parents entry {index} is not an earlier position in the same batch"
-            )
-    return parent_ids, batch_parents
 
 
 @dataclass(slots=True)
@@ -240,9 +201,9 @@ def _batch_of_one(new: NewTask) -> Batch | None:
         or not channel
         or len(channel) > CHANNEL_MAX
         or type(priority) is not int
-        or not _INT32[0] <= priority <= _INT32[1]
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
         or type(max_retries) is not int
-        or not 0 <= max_retries <= _INT32[1]
+        or not 0 <= max_retries <= INT32_MAX
         or (scheduled is not None and type(scheduled) is not datetime)
         or (timeout is not None and type(timeout) is not float and type(timeout) is not int)
         or (type(args) is not list and type(args) is not tuple)
@@ -254,7 +215,7 @@ def _batch_of_one(new: NewTask) -> Batch | None:
     parents: list[tuple[list[int], list[int]]] | None = None
     if parent_ids or batch_parents:
         try:
-            parents = [_parents_of(new, 0, "")]
+            parents = [task_parents(new, 0, "")]
         except InvalidTaskError:
             return None
     try:
@@ -265,7 +226,7 @@ def _batch_of_one(new: NewTask) -> Batch | None:
         )
     except (TypeError, ValueError, RecursionError):
         return None
-    if any(_has_nul(text) for text in texts):
+    if any(json_has_nul(text) for text in texts):
         return None
     timeout_text = _float_text(timeout)
     if timeout is not None and timeout_text is None:
@@ -324,17 +285,17 @@ def _batch_by_column(tasks: Sequence[NewTask]) -> Batch | None:
         max(map(len, name_column)) > NAME_MAX
         or not all(channel_column)
         or max(map(len, channel_column)) > CHANNEL_MAX
-        or min(priority_column) < _INT32[0]
-        or max(priority_column) > _INT32[1]
+        or min(priority_column) < PRIORITY_MIN
+        or max(priority_column) > PRIORITY_MAX
         or min(retries_column) < 0
-        or max(retries_column) > _INT32[1]
+        or max(retries_column) > INT32_MAX
         or not all(map(_function_fits, function_column))
     ):
         return None
     parents: list[tuple[list[int], list[int]]] | None = None
     if any([t.parent_ids for t in tasks]) or any([t.batch_parents for t in tasks]):
         try:
-            parents = [_parents_of(new, position, "") for position, new in enumerate(tasks)]
+            parents = [task_parents(new, position, "") for position, new in enumerate(tasks)]
         except InvalidTaskError:
             return None
     try:
@@ -345,7 +306,7 @@ def _batch_by_column(tasks: Sequence[NewTask]) -> Batch | None:
         )
     except (TypeError, ValueError, RecursionError):
         return None
-    if any(document is not None and _has_nul(document) for document, _ in json_columns):
+    if any(document is not None and json_has_nul(document) for document, _ in json_columns):
         return None
     timeout_values = _one_or_each(timeouts)
     timeout_column = [_float_text(timeout) for timeout in timeout_values]
@@ -372,7 +333,8 @@ def _batch_by_column(tasks: Sequence[NewTask]) -> Batch | None:
 
 
 def _function_fits(ref: FunctionRef) -> bool:
-    """True when the columns of ``ref`` hold it (text of the column sizes, or NULL)."""
+    """True when the columns of ``ref`` hold it (text of the column sizes, or NULL) and it is
+    an import path or a blob."""
     if type(ref) is not FunctionRef:
         return False
     module, name, signature = ref.module_name, ref.function_name, ref.signature
@@ -380,6 +342,8 @@ def _function_fits(ref: FunctionRef) -> bool:
         (module is None or (type(module) is str and len(module) <= NAME_MAX))
         and (name is None or (type(name) is str and len(name) <= NAME_MAX))
         and (signature is None or (type(signature) is str and len(signature) <= SIGNATURE_MAX))
+        # Exactly one of an import path and a blob (``check_columns`` names which is wrong).
+        and (module is not None and name is not None) != (ref.serialized_function is not None)
     )
 
 
@@ -388,10 +352,6 @@ def _json_column(values: Sequence[Any], empty: str) -> tuple[str | None, str | N
     if not any(values):
         return None, empty
     return _JSON.encode(values), None
-
-
-def _has_nul(text: str) -> bool:
-    return "\\u0000" in text and NUL_ESCAPE.search(text) is not None
 
 
 def _batch_by_task(prepared: list[_Prepared]) -> Batch:

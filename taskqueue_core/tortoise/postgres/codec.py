@@ -1,21 +1,19 @@
 """Values between Python and the task tables: rows to the core's dataclasses, values to text.
 
 ``task`` and ``server`` read, by position, rows selected with the task and server columns of
-``statements``; ``encode`` gives the JSON text of a value for a jsonb column or raises
-``ArgumentNotSerializable`` naming it; ``utc`` makes datetimes aware, in UTC.
+``statements``; ``utc`` makes datetimes aware, in UTC. (Values become JSON text for the
+jsonb columns through ``limits.json_text``, as on every backend.)
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
-from taskqueue_core.exceptions import ArgumentNotSerializable
 from taskqueue_core.models import FunctionRef, ServerInfo, Task, TaskState
 
 
@@ -24,21 +22,6 @@ def utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
-
-
-# ``\u0000`` in JSON text is a NUL only when its backslash is not itself escaped.
-NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
-def encode(value: Any, what: str) -> str:
-    """``value`` as JSON text for a jsonb column, or ``ArgumentNotSerializable`` naming it."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from exc
-    if "\\u0000" in text and NUL_ESCAPE.search(text):
-        raise ArgumentNotSerializable(f"{what} contains a NUL character, which jsonb cannot store")
-    return text
 
 
 def decode(text: str | None) -> Any:

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 
 from taskqueue_core.exceptions import InvalidTransition
-from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, storable_text
+from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, json_text, storable_text
 from taskqueue_core.models import NewLogRecord, Outcome, TaskState
 from taskqueue_core.tortoise.postgres.cascades import GUARD_ROUNDS, finish_cascade
-from taskqueue_core.tortoise.postgres.codec import encode, utc
+from taskqueue_core.tortoise.postgres.codec import utc
 from taskqueue_core.tortoise.postgres.connections import fetchrow
 from taskqueue_core.tortoise.postgres.events import emit_local
 from taskqueue_core.tortoise.postgres.statements import (
@@ -68,14 +68,14 @@ def completions(outcomes: Sequence[Outcome]) -> list[tuple[Outcome, str | None, 
                 f"task {outcome.task_id}: an outcome cannot be {str(outcome.state)!r}"
             )
         result = (
-            encode(outcome.result, f"result of task {outcome.task_id}")
+            json_text(outcome.result, f"result of task {outcome.task_id}")
             if outcome.state is TaskState.DONE and outcome.result is not None
             else None
         )
         context = (
             None
             if outcome.context is None
-            else encode(outcome.context, f"context of task {outcome.task_id}")
+            else json_text(outcome.context, f"context of task {outcome.task_id}")
         )
         if outcome.task_id in seen:
             continue
@@ -150,7 +150,8 @@ def log_args(records: Sequence[NewLogRecord]) -> list[Any]:
     Raises ``ArgumentNotSerializable`` if an ``info`` is not JSON.
     """
     infos = [
-        None if r.info is None else encode(r.info, f"log info of task {r.task_id}") for r in records
+        None if r.info is None else json_text(r.info, f"log info of task {r.task_id}")
+        for r in records
     ]
     return [
         [r.task_id for r in records],

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from taskqueue_core.exceptions import RepositoryError
+from taskqueue_core.limits import json_text
 from taskqueue_core.models import (
     Event,
     LogRecord,
@@ -48,7 +49,7 @@ from taskqueue_core.tortoise.postgres import (
     reads,
 )
 from taskqueue_core.tortoise.postgres.batches import Batch, batch_of
-from taskqueue_core.tortoise.postgres.codec import encode, task
+from taskqueue_core.tortoise.postgres.codec import task
 from taskqueue_core.tortoise.postgres.connections import (
     DRIVER_ERRORS,
     RETRYABLE_ERRORS,
@@ -281,7 +282,7 @@ class PostgresRepository:
         if not contexts:
             return
         ids = list(contexts)
-        texts = [encode(contexts[i], f"context of task {i}") for i in ids]
+        texts = [json_text(contexts[i], f"context of task {i}") for i in ids]
         async with self._connection() as conn:
             await conn.execute(UPDATE_CONTEXTS_SQL, ids, texts)
 

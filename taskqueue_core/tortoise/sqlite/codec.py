@@ -1,9 +1,8 @@
 """Values as the SQLite tables store them, and rows back as the core's dataclasses.
 
 JSON columns hold JSON text; datetimes are UTC text of one fixed width, so that comparing
-the strings compares the instants. ``dump`` raises ``ArgumentNotSerializable`` for a value
-that JSON (or PostgreSQL's jsonb) cannot hold; ``distinct_ids`` raises ``TypeError`` for
-anything but integers.
+the strings compares the instants (values become JSON text through ``limits.json_text``, as
+on every backend); ``distinct_ids`` raises ``TypeError`` for anything but integers.
 """
 
 from __future__ import annotations
@@ -14,17 +13,14 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from taskqueue_core.exceptions import ArgumentNotSerializable
-from taskqueue_core.limits import json_has_nul, storable_text
+from taskqueue_core.limits import json_text
 from taskqueue_core.models import FunctionRef, Task, TaskState
 
 __all__ = [
     "distinct_ids",
     "dt",
-    "dump",
     "dump_result",
     "load",
-    "log_text",
     "task_from_row",
     "ts",
     "utc_now",
@@ -54,26 +50,6 @@ def dt(value: Any) -> datetime | None:
     return parsed.astimezone(UTC)
 
 
-def dump(value: Any, what: str) -> str:
-    """JSON text of ``value``; ``ArgumentNotSerializable`` naming ``what`` otherwise.
-
-    NUL characters are refused as PostgreSQL's jsonb refuses them, so that every backend
-    accepts the same values."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from None
-    if json_has_nul(text):
-        raise ArgumentNotSerializable(f"{what} contains a NUL character, which cannot be stored")
-    return text
-
-
-def log_text(value: str, limit: int | None = None) -> str:
-    """A log field as every backend keeps it: NUL replaced by U+FFFD, cut to its column."""
-    value = storable_text(str(value))
-    return value if limit is None else value[:limit]
-
-
 def dump_result(value: Any, what: str) -> str | bytes | None:
     """A result as bound to the ``result`` column.
 
@@ -84,7 +60,7 @@ def dump_result(value: Any, what: str) -> str | bytes | None:
     """
     if value is None:
         return None
-    text = dump(value, what)
+    text = json_text(value, what)
     if isinstance(value, float) or (
         isinstance(value, int)
         and not isinstance(value, bool)

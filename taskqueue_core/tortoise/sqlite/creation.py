@@ -12,10 +12,10 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from taskqueue_core.exceptions import InvalidTaskError, UnknownParent
-from taskqueue_core.limits import check_columns
+from taskqueue_core.exceptions import UnknownParent
+from taskqueue_core.limits import check_new_task, json_text
 from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, NewTask, TaskState
-from taskqueue_core.tortoise.sqlite.codec import dump, ts, utc_now
+from taskqueue_core.tortoise.sqlite.codec import ts, utc_now
 from taskqueue_core.tortoise.sqlite.statements import IDS
 
 if TYPE_CHECKING:
@@ -59,20 +59,8 @@ def encode_new_tasks(tasks: list[NewTask]) -> list[dict[str, Any]]:
     encoded = []
     for position, task in enumerate(tasks):
         what = f"task {position} ({task.name!r})"
-        check_columns(task, what)
+        check_new_task(task, position, what)
         ref = task.function
-        for position_of_parent in task.batch_parents:
-            if not 0 <= position_of_parent < position:
-                raise InvalidTaskError(
-                    f"{what}: batch parent {position_of_parent} is not an earlier position"
-                )
-        if not isinstance(task.args, list | tuple):
-            raise InvalidTaskError(f"{what}: args must be a list, got {type(task.args).__name__}")
-        for label, value in (("kwargs", task.kwargs), ("context", task.context)):
-            if not isinstance(value, dict):
-                raise InvalidTaskError(
-                    f"{what}: {label} must be a dict, got {type(value).__name__}"
-                )
         encoded.append(
             {
                 "name": task.name,
@@ -80,9 +68,9 @@ def encode_new_tasks(tasks: list[NewTask]) -> list[dict[str, Any]]:
                 "function_name": ref.function_name,
                 "serialized_function": ref.serialized_function,
                 "signature": ref.signature,
-                "args": dump(list(task.args), f"{what}: args"),
-                "kwargs": dump(task.kwargs, f"{what}: kwargs"),
-                "context": dump(task.context, f"{what}: context"),
+                "args": json_text(list(task.args), f"{what}: args"),
+                "kwargs": json_text(task.kwargs, f"{what}: kwargs"),
+                "context": json_text(task.context, f"{what}: context"),
                 "channel": task.channel,
                 "priority": task.priority,
                 "max_retries": task.max_retries,

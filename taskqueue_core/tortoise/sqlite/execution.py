@@ -16,13 +16,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from taskqueue_core.exceptions import ArgumentNotSerializable, InvalidTransition
-from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX
+from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, json_text, log_text
 from taskqueue_core.models import NewLogRecord, Outcome, Task, TaskState
 from taskqueue_core.tortoise.sqlite.codec import (
     distinct_ids,
     dt,
-    dump,
-    log_text,
     task_from_row,
     ts,
     utc_now,
@@ -184,7 +182,7 @@ async def update_contexts(repo: SqliteRepository, contexts: Mapping[int, dict[st
             raise ArgumentNotSerializable(
                 f"context of task {task_id} must be a dict, got {type(context).__name__}"
             )
-        params.append((dump(context, f"context of task {task_id}"), task_id))
+        params.append((json_text(context, f"context of task {task_id}"), task_id))
     if not params:
         return
     async with repo._writing("update_contexts") as conn:
@@ -200,7 +198,7 @@ async def append_logs(repo: SqliteRepository, records: Sequence[NewLogRecord]) -
             "type": log_text(r.type, LOG_TYPE_MAX),
             "name": log_text(r.name, NAME_MAX),
             "message": log_text(r.message),
-            "info": None if r.info is None else dump(r.info, f"log info of task {r.task_id}"),
+            "info": None if r.info is None else json_text(r.info, f"log info of task {r.task_id}"),
             "date": now if r.date_created is None else ts(r.date_created),
         }
         for r in records

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskqueue_core.exceptions import ArgumentNotSerializable
-from taskqueue_core.limits import storable_text
+from taskqueue_core.limits import json_text, storable_text
 from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, Outcome, TaskFilter, TaskState
-from taskqueue_core.tortoise.sqlite.codec import dump, dump_result, ts
+from taskqueue_core.tortoise.sqlite.codec import dump_result, ts
 
 __all__ = [
     "FINISHED",
@@ -100,7 +100,7 @@ def outcome_params(outcome: Outcome, state: TaskState, now: str) -> dict[str, An
         "error_message": storable_text(outcome.error_message),
         "error_info": storable_text(outcome.error_info),
         "execution_time": outcome.execution_time,
-        "context": None if context is None else dump(context, f"context of {what}"),
+        "context": None if context is None else json_text(context, f"context of {what}"),
         "attempt": 1 if outcome.count_attempt else 0,
         "retry_at": now if outcome.retry_at is None else ts(outcome.retry_at),
     }

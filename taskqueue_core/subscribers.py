@@ -1,16 +1,17 @@
 """In-process events: the subscribers of one repository object, each called on its own loop.
 
-The in-memory repository delivers every event this way, and the PostgreSQL one when NOTIFY is
-off. A subscription is always healthy (there is no connection to lose); a handler runs soon
-after the change, on the event loop it subscribed from (``call_soon_threadsafe`` when the
-change happens in another thread), and one that raises is logged and does not reach the
-writer that emitted the event.
+The in-memory and SQLite repositories deliver every event this way, and the PostgreSQL one
+when NOTIFY is off. A subscription is always healthy (there is no connection to lose); a
+handler runs soon after the change, on the event loop it subscribed from
+(``call_soon_threadsafe`` when the change happens in another thread), and one that raises is
+logged and does not reach the writer that emitted the event.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 from taskqueue_core.models import Event
 from taskqueue_core.repository import EventHandler
@@ -87,6 +88,27 @@ class LocalSubscribers:
         """Schedule ``event`` for every subscriber."""
         for subscription in list(self._members):
             subscription.schedule(event)
+
+    def publish_changes(
+        self,
+        channels: Iterable[str] = (),
+        control: Iterable[int] = (),
+        ended: Iterable[int] = (),
+    ) -> None:
+        """The events of one write, in the order every backend sends them: ``created`` (the
+        channels made ready, sorted), ``control`` (tasks interrupted while doing), then
+        ``ended`` (ids ascending); an event with nothing to name is not sent."""
+        if not self._members:
+            return
+        ready = tuple(sorted(set(channels)))
+        if ready:
+            self.publish(Event("created", channels=ready))
+        interrupted = tuple(sorted(set(control)))
+        if interrupted:
+            self.publish(Event("control", task_ids=interrupted))
+        finished = tuple(sorted(set(ended)))
+        if finished:
+            self.publish(Event("ended", task_ids=finished))
 
     async def close(self) -> None:
         """Close every subscription."""

@@ -167,12 +167,7 @@ class Store:
     # -- events --------------------------------------------------------------------------
 
     def emit(self, changes: Changes) -> None:
-        if changes.channels:
-            self.publish(Event("created", channels=tuple(sorted(changes.channels))))
-        if changes.control:
-            self.publish(Event("control", task_ids=tuple(changes.control)))
-        if changes.ended:
-            self.publish(Event("ended", task_ids=tuple(sorted(changes.ended))))
+        self.subscriptions.publish_changes(changes.channels, changes.control, changes.ended)
 
     def publish(self, event: Event) -> None:
         self.subscriptions.publish(event)

@@ -58,7 +58,7 @@ async def unsubscribed(repo: PostgresRepository, subscription: ListenerSubscript
 async def publish(repo: PostgresRepository, event: Event) -> None:
     """``PostgresRepository.publish``: NOTIFY, or local delivery without it."""
     if not repo.use_notify:
-        emit_local_event(repo, event)
+        repo._local.publish(event)
         return
     payloads = encode_event(event)
     async with repo._connection() as conn:
@@ -78,15 +78,5 @@ def emit_local(
 ) -> None:
     """Events of a write, to in-process subscribers when NOTIFY is off (with NOTIFY, the
     statement itself sent them)."""
-    if repo.use_notify or not repo._local:
-        return
-    if ready:
-        emit_local_event(repo, Event("created", channels=tuple(sorted(ready))))
-    if control:
-        emit_local_event(repo, Event("control", task_ids=tuple(sorted(control))))
-    if ended:
-        emit_local_event(repo, Event("ended", task_ids=tuple(sorted(ended))))
-
-
-def emit_local_event(repo: PostgresRepository, event: Event) -> None:
-    repo._local.publish(event)
+    if not repo.use_notify:
+        repo._local.publish_changes(ready, control, ended)

@@ -27,7 +27,8 @@ the core's dataclasses), ``statements`` (SQL text and the statements several ver
 ``creation`` (checking, encoding and inserting a batch of new tasks), ``execution``
 (claiming, completing, and what running tasks write), ``control`` (cancel, stop, retry,
 delete pending), ``maintenance`` (servers' rows, rescue of stale tasks, pruning),
-``reads`` (the admin views' reads) and ``events`` (this object's subscribers).
+and ``reads`` (the admin views' reads). Events reach the subscribers of one repository
+object, after each write commits (``taskqueue_core.subscribers``).
 """
 
 from __future__ import annotations

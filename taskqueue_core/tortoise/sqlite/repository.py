@@ -5,7 +5,8 @@ client; its write lock; its subscribers) and states the contract of every verb; 
 bodies live in the modules of their concern: ``connection`` (opening), ``transactions``
 (the transactions every verb runs in: single writer, cancellation-safe, joining a host
 transaction on a shared connection), ``creation``, ``execution``, ``control``,
-``maintenance``, ``reads`` and ``events`` (what is sent to this object's subscribers).
+``maintenance`` and ``reads``. Events reach this object's subscribers after each write
+commits (``taskqueue_core.subscribers``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from taskqueue_core.models import (
     TaskTree,
 )
 from taskqueue_core.repository import EventHandler, Subscription
+from taskqueue_core.subscribers import LocalSubscribers
 from taskqueue_core.tortoise.sqlite import control, creation, execution, maintenance, reads
 from taskqueue_core.tortoise.sqlite.codec import ts
 from taskqueue_core.tortoise.sqlite.connection import (
@@ -41,7 +43,6 @@ from taskqueue_core.tortoise.sqlite.connection import (
     open_own,
     open_shared,
 )
-from taskqueue_core.tortoise.sqlite.events import LocalSubscription, dispatch, emit_changes
 from taskqueue_core.tortoise.sqlite.transactions import joining, reading, writing
 
 __all__ = ["SqliteRepository"]
@@ -70,7 +71,7 @@ class SqliteRepository:
         self._open_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
         self._rescuing = False
-        self._subscriptions: list[LocalSubscription] = []
+        self._subscribers = LocalSubscribers()
 
     def __repr__(self) -> str:
         return f"SqliteRepository({self.database_url!r})"
@@ -268,20 +269,15 @@ class SqliteRepository:
 
     async def subscribe(self, handler: EventHandler) -> Subscription:
         """Deliver every event of this repository object to ``handler`` until closed."""
-        subscription = LocalSubscription(self, handler)
-        self._subscriptions.append(subscription)
-        return subscription
+        return self._subscribers.add(handler)
 
     async def publish(self, event: Event) -> None:
         """Send ``event`` to every subscriber of this repository object."""
-        dispatch(self._subscriptions, event)
-
-    def _unsubscribe(self, subscription: LocalSubscription) -> None:
-        if subscription in self._subscriptions:
-            self._subscriptions.remove(subscription)
+        self._subscribers.publish(event)
 
     def _emit_changes(
         self, channels: Iterable[str], control: Iterable[int], ended: Iterable[int]
     ) -> None:
-        """Send the events of one write to the subscribers: see ``events.emit_changes``."""
-        emit_changes(self._subscriptions, channels, control, ended)
+        """Send the events of one write to the subscribers, after it committed (see
+        ``LocalSubscribers.publish_changes``)."""
+        self._subscribers.publish_changes(channels, control, ended)

@@ -25,7 +25,6 @@ import asyncio
 import contextvars
 import dataclasses
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from loguru import logger
@@ -39,7 +38,7 @@ from taskqueue_core.exceptions import (
 )
 from taskqueue_core.hooks import HookRegistry, Moment
 from taskqueue_core.models import NewTask
-from taskqueue_core.ref import TaskRef
+from taskqueue_core.ref import Creation, TaskRef
 from taskqueue_core.repository import TaskRepository
 
 __all__ = ["MAX_BATCH_SIZE", "CreationWriter", "PendingCreation"]
@@ -59,24 +58,32 @@ class Storage(Protocol):
     hooks: HookRegistry
 
 
-@dataclass(slots=True, eq=False)
-class PendingCreation:
-    """An ``add_task`` waiting for the flusher; ``future`` settles with the id or the error."""
+class PendingCreation(Creation):
+    """An ``add_task`` waiting for the flusher; it settles (``Creation``) with the id or the
+    error, and its ``TaskRef`` reads that. Compared by identity."""
 
-    task: NewTask
-    """The task as validated, without its parents (in ``parents``)."""
-    parents: tuple[TaskRef | int, ...]
-    ref: TaskRef
-    future: asyncio.Future[int]
-    context: contextvars.Context
-    """The contextvars the add_task call saw. Consecutive calls made in one context share
-    one snapshot (so a burst keeps one object, not one per task); ``hook_context`` gives
-    the task a copy of its own before a hook can change it."""
-    hooked: bool = False
-    """pre_create hooks ran (a batch retried after a split must not run them again)."""
-    parent_ids: tuple[int, ...] = ()
-    """The existing parents of the last attempt (to find which one is missing)."""
-    own_context: bool = False
+    __slots__ = ("context", "hooked", "own_context", "parent_ids", "parents", "task")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        task: NewTask,
+        parents: tuple[TaskRef | int, ...],
+        context: contextvars.Context,
+    ) -> None:
+        super().__init__(loop)
+        self.task = task
+        """The task as validated, without its parents (in ``parents``)."""
+        self.parents = parents
+        self.context = context
+        """The contextvars the add_task call saw. Consecutive calls made in one context
+        share one snapshot (so a burst keeps one object, not one per task);
+        ``hook_context`` gives the task a copy of its own before a hook can change it."""
+        self.hooked = False
+        """pre_create hooks ran (a batch retried after a split must not run them again)."""
+        self.parent_ids: tuple[int, ...] = ()
+        """The existing parents of the last attempt (to find which one is missing)."""
+        self.own_context = False
 
     def hook_context(self) -> contextvars.Context:
         """The context this task's creation hooks run in: its own copy of ``context``, the
@@ -88,7 +95,7 @@ class PendingCreation:
 
     def fail(self, error: BaseException) -> None:
         """Settle with ``error`` (logged) unless already settled."""
-        if self.future.done():
+        if self.done():
             return
         logger.error(
             "taskqueue: task {!r} was not created: {}: {}",
@@ -96,8 +103,7 @@ class PendingCreation:
             type(error).__name__,
             error,
         )
-        self.future.set_exception(error)
-        self.future.exception()  # retrieved: it was logged, an unread ref must not warn again
+        self.refuse(error)
 
 
 class CreationWriter:
@@ -155,7 +161,7 @@ class CreationWriter:
     @property
     def pending_count(self) -> int:
         """How many submitted creations are not settled yet."""
-        return sum(1 for item in (*self._inflight, *self._pending) if not item.future.done())
+        return sum(1 for item in (*self._inflight, *self._pending) if not item.done())
 
     def submit(self, item: PendingCreation) -> None:
         """Queue ``item`` for the next round and make sure a flusher runs (in the loop)."""
@@ -167,9 +173,9 @@ class CreationWriter:
 
     async def flush(self) -> None:
         """Wait until every creation submitted so far is written (or has failed on its ref)."""
-        futures = [item.future for item in (*self._inflight, *self._pending)]
-        if futures:
-            await asyncio.wait(futures)
+        waiters = [item.waiter() for item in (*self._inflight, *self._pending) if not item.done()]
+        if waiters:
+            await asyncio.wait(waiters)
 
     async def drain(self) -> None:
         """Wait until the flusher has written everything and stopped (new submissions
@@ -221,10 +227,9 @@ class CreationWriter:
             if isinstance(p, TaskRef) and p._creation is not None and not p._creation.done()
         }
         if foreign:
-            in_batch = {item.future for item in batch}
-            foreign = {fut for fut in foreign if fut not in in_batch}
+            foreign.difference_update(batch)
             if foreign:
-                await asyncio.wait(foreign)
+                await asyncio.wait([creation.waiter() for creation in foreign])
         await self._write_group(batch)
 
     async def _run_pre_create(self, items: list[PendingCreation]) -> None:
@@ -243,12 +248,12 @@ class CreationWriter:
 
     async def _write_group(self, items: list[PendingCreation]) -> None:
         """Write ``items`` in one call; on failure isolate the culprits (never raises)."""
-        positions: dict[int, int] = {}  # id(ref) -> position in `tasks`
+        positions: dict[int, int] = {}  # id(creation) -> position in `tasks`
         tasks: list[NewTask] = []
         written: list[PendingCreation] = []
         for item in items:
             if not item.parents:
-                positions[id(item.ref)] = len(tasks)
+                positions[id(item)] = len(tasks)
                 tasks.append(item.task)  # (built without parents)
                 written.append(item)
                 continue
@@ -258,8 +263,8 @@ class CreationWriter:
             for parent in item.parents:
                 if isinstance(parent, int):
                     parent_ids.append(parent)
-                elif id(parent) in positions:
-                    batch_parents.append(positions[id(parent)])
+                elif parent._creation is not None and id(parent._creation) in positions:
+                    batch_parents.append(positions[id(parent._creation)])
                 elif parent.task_id is not None:
                     parent_ids.append(parent.task_id)
                 else:
@@ -275,7 +280,7 @@ class CreationWriter:
                 )
                 continue
             item.parent_ids = _unique(parent_ids)
-            positions[id(item.ref)] = len(tasks)
+            positions[id(item)] = len(tasks)
             tasks.append(
                 dataclasses.replace(
                     item.task,
@@ -300,11 +305,9 @@ class CreationWriter:
                 ]
             )
         for item, task_id in zip(written, ids, strict=True):
-            # Set now, not when the ref is first awaited: a child in a later group of this
-            # round reads it (`parent.task_id` above).
-            item.ref._id = task_id
-            if not item.future.done():
-                item.future.set_result(task_id)
+            # Settled now, not when the ref is first awaited: a child in a later group of
+            # this round reads it (`parent.task_id` above).
+            item.settle(task_id)
 
     async def _isolate(self, items: list[PendingCreation], exc: Exception) -> None:
         """``items`` failed together with ``exc``: fail only the tasks that caused it."""
@@ -322,7 +325,7 @@ class CreationWriter:
                     for item in culprits:
                         gone = sorted(missing.intersection(item.parent_ids))
                         item.fail(UnknownParent(f"parent task {gone[0]} does not exist"))
-                    await self._write_group([i for i in items if not i.future.done()])
+                    await self._write_group([i for i in items if not i.done()])
                     return
         if len(items) == 1:
             items[0].fail(exc)
@@ -340,7 +343,7 @@ class CreationWriter:
         # The first half goes first: its ids are known when the second half's children,
         # which may point at it, are resolved.
         await self._write_group(items[:middle])
-        await self._write_group([i for i in items[middle:] if not i.future.done()])
+        await self._write_group([i for i in items[middle:] if not i.done()])
 
 
 async def _run_in_contexts(

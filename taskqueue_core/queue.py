@@ -194,8 +194,6 @@ class TaskQueue:
         if isinstance(func, TaskCall):
             parent = func.parent
         parents = () if parent is None else Validator.parents(parent)
-        future: asyncio.Future[int] = loop.create_future()
-        ref = TaskRef(self, creation=future, name=task.name)
         context = contextvars.copy_context()
         if context == self._last_context:
             # Nothing set since the previous call (a burst): keep its snapshot alive rather
@@ -203,7 +201,8 @@ class TaskQueue:
             context = self._last_context
         else:
             self._last_context = context
-        item = PendingCreation(task, parents, ref, future, context)
+        item = PendingCreation(loop, task, parents, context)
+        ref = TaskRef(self, creation=item, name=task.name)
         if _running_loop() is loop:
             self._accept(item)
         else:

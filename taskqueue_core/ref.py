@@ -12,13 +12,74 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from taskqueue_core.exceptions import QueueClosed, TaskFailed, TaskTimeout, UnknownTask
+from taskqueue_core.exceptions import TaskFailed, TaskTimeout, UnknownTask
 from taskqueue_core.models import Task, TaskState
 
 if TYPE_CHECKING:
     from taskqueue_core.queue import TaskQueue
 
-__all__ = ["TaskRef", "task_outcome"]
+__all__ = ["Creation", "TaskRef", "task_outcome"]
+
+
+class Creation:
+    """The creation of a task written in the background: settles once, with an id or an error.
+
+    Lighter than an ``asyncio.Future``, which a burst of ``add_task`` calls would make one of
+    per task (and keep alive until written): the future a waiter needs is made only when
+    someone awaits the creation before it settled. Settled and awaited in ``loop``'s thread.
+    """
+
+    __slots__ = ("_error", "_id", "_loop", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._id: int | None = None
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[int] | None = None
+
+    @property
+    def task_id(self) -> int | None:
+        """The id once written, else None."""
+        return self._id
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the task was not created, once that is known; else None."""
+        return self._error
+
+    def done(self) -> bool:
+        """True once settled (written or failed)."""
+        return self._id is not None or self._error is not None
+
+    def settle(self, task_id: int) -> None:
+        """Record the written task's id and wake the waiters (no-op if already settled)."""
+        if self.done():
+            return
+        self._id = task_id
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(task_id)
+
+    def refuse(self, error: BaseException) -> None:
+        """Record that the task was not created and wake the waiters (no-op if settled)."""
+        if self.done():
+            return
+        self._error = error
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+            waiter.exception()  # retrieved: the error is the ref's to raise, not the loop's
+
+    def waiter(self) -> asyncio.Future[int]:
+        """A future of ``loop`` that settles with the creation (made on first use)."""
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = self._loop.create_future()
+            if self._id is not None:
+                waiter.set_result(self._id)
+            elif self._error is not None:
+                waiter.set_exception(self._error)
+                waiter.exception()
+        return waiter
 
 
 class TaskRef:
@@ -35,7 +96,7 @@ class TaskRef:
         queue: TaskQueue,
         *,
         task_id: int | None = None,
-        creation: asyncio.Future[int] | None = None,
+        creation: Creation | None = None,
         name: str | None = None,
     ) -> None:
         if (task_id is None) == (creation is None):
@@ -60,28 +121,27 @@ class TaskRef:
     @property
     def task_id(self) -> int | None:
         """The id if it is already known (no waiting), else None."""
+        creation = self._creation
+        if self._id is None and creation is not None and creation.task_id is not None:
+            # Written: the pending creation (with the task's arguments) is no longer needed.
+            self._id = creation.task_id
+            self._creation = None
         return self._id
 
     @property
     def created(self) -> bool:
         """True once creation settled with an id (False while pending or if it failed)."""
-        return self._id is not None
+        return self.task_id is not None
 
     def creation_error(self) -> BaseException | None:
         """The error that prevented creation, or None (created, or still pending)."""
-        fut = self._creation
-        if self._id is not None or fut is None or not fut.done():
-            return None
-        if fut.cancelled():
-            return QueueClosed("the task was not created: its creation was cancelled")
-        return fut.exception()
-
-    def _settled(self) -> bool:
-        return self._id is not None or self._creation is None or self._creation.done()
+        creation = self._creation
+        return None if creation is None else creation.error
 
     def __repr__(self) -> str:
-        if self._id is not None:
-            state = f"id={self._id}"
+        task_id = self.task_id
+        if task_id is not None:
+            state = f"id={task_id}"
         elif self.creation_error() is not None:
             state = "creation failed"
         else:
@@ -98,12 +158,17 @@ class TaskRef:
         (``UnknownParent`` when a parent does not exist or failed to be created),
         ``RepositoryError``, or ``QueueClosed`` if the queue was closed before the write.
         """
-        if self._id is not None:
-            return self._id
-        assert self._creation is not None
+        task_id = self.task_id
+        if task_id is not None:
+            return task_id
+        creation = self._creation
+        assert creation is not None
+        if creation.error is not None:
+            raise creation.error
         # shield: cancelling this caller must not cancel the creation others wait on.
-        task_id = await asyncio.shield(self._creation)
+        task_id = await asyncio.shield(creation.waiter())
         self._id = task_id
+        self._creation = None
         return task_id
 
     async def get_state(self) -> TaskState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -295,6 +296,33 @@ async def test_creation_outlives_a_cancelled_get_task_id(
         await waiter
     release.set()
     assert isinstance(await asyncio.wait_for(ref.get_task_id(), 30), int)
+
+
+async def test_waiters_of_one_pending_ref_all_get_its_id_or_its_error(queue: TaskQueue) -> None:
+    ref = queue.add_task(add, 1, 1)
+    ids = await asyncio.wait_for(asyncio.gather(*(ref.get_task_id() for _ in range(3))), 30)
+    assert len(set(ids)) == 1 and ref.task_id == ids[0]
+    orphan = queue.add_task(add, 1, 1, parent=987654321)
+    for _ in range(2):  # before and after the failure is known
+        with pytest.raises(UnknownParent):
+            await asyncio.wait_for(orphan.get_task_id(), 30)
+    assert isinstance(orphan.creation_error(), UnknownParent) and not orphan.created
+
+
+async def test_a_written_ref_lets_go_of_the_task_s_arguments(queue: TaskQueue) -> None:
+    def held_tasks(ref: TaskRef) -> list[NewTask]:
+        """The NewTask objects the ref holds, directly or through one object."""
+        near = gc.get_referents(ref)
+        return [o for o in (*near, *gc.get_referents(*near)) if isinstance(o, NewTask)]
+
+    ref = queue.add_task(add, [1, 2], [3])
+    assert len(held_tasks(ref)) == 1  # pending: the validated task waits for the writer
+    await asyncio.wait_for(ref.get_task_id(), 30)
+    assert held_tasks(ref) == []
+    assert ref.created and ref.creation_error() is None
+    unread = queue.add_task(add, 1, 1)
+    await asyncio.wait_for(queue.flush(), 30)
+    assert unread.task_id is not None and held_tasks(unread) == []
 
 
 async def test_ref_repr_and_known_id(queue: TaskQueue) -> None:

@@ -173,7 +173,10 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class NewLogRecord:
-    """A log line emitted inside a task, to be appended to ``queued_task_logs``."""
+    """A log line emitted inside a task, to be appended to ``queued_task_logs``.
+
+    ``date_created``: aware in any zone (stored as that instant, read back in UTC), naive
+    taken as UTC, or None for the time of the write."""
 
     task_id: int
     type: str

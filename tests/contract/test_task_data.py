@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from taskqueue_core.models import NewLogRecord, TaskState
 from taskqueue_core.repository import TaskRepository
@@ -115,6 +115,19 @@ async def test_log_order_follows_insertion_not_given_dates(repository: TaskRepos
     )
     logs = await repository.get_logs(task_id)
     assert [log.message for log in logs] == ["written first", "written second"]
+
+
+async def test_a_log_date_in_any_zone_is_stored_as_that_instant(
+    repository: TaskRepository,
+) -> None:
+    # The worker passes loguru's record time as it is: aware, in the local zone.
+    task_id = await create(repository)
+    local = datetime(2026, 3, 1, 14, 30, 5, 123456, tzinfo=timezone(timedelta(hours=5), "X"))
+    await repository.append_logs([NewLogRecord(task_id, "info", "n", "m", date_created=local)])
+    [log] = await repository.get_logs(task_id)
+    assert log.date_created == local
+    assert log.date_created.utcoffset() == timedelta(0)
+    assert log.date_created == datetime(2026, 3, 1, 9, 30, 5, 123456, tzinfo=UTC)
 
 
 async def test_logs_of_missing_tasks_are_dropped(repository: TaskRepository) -> None:

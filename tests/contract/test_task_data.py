@@ -128,6 +128,18 @@ async def test_a_log_date_in_any_zone_is_stored_as_that_instant(
     assert log.date_created == local
     assert log.date_created.utcoffset() == timedelta(0)
     assert log.date_created == datetime(2026, 3, 1, 9, 30, 5, 123456, tzinfo=UTC)
+    # Far from today, to the microsecond; a naive date is taken as UTC.
+    far = [
+        datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 3, 1, 9, 30, 5, 654321),
+    ]
+    await repository.append_logs(
+        [NewLogRecord(task_id, "info", "n", "m", date_created=d) for d in far]
+    )
+    stored = [log.date_created for log in (await repository.get_logs(task_id))[1:]]
+    assert stored == [*far[:3], far[3].replace(tzinfo=UTC)]
 
 
 async def test_logs_of_missing_tasks_are_dropped(repository: TaskRepository) -> None:

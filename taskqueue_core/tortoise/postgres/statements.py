@@ -666,12 +666,22 @@ FROM unnest($1::bigint[], $2::text[]) AS c(id, context)
 WHERE t.id = c.id
 """
 
+# ``$1``: a JSON array of [task_id, type, name, message, info, microseconds since the epoch]
+# (``execution.log_args``); ``->>`` gives text, so info is JSON text inside the JSON. An
+# interval times a number multiplies in float8: whole seconds and the microseconds left are
+# each exact that way for any date, their product in microseconds is not.
 APPEND_LOGS_SQL = """
 INSERT INTO queued_task_logs (queued_task_id, type, name, message, info, date_created)
-SELECT r.task_id, r.type, r.name, r.message, r.info::jsonb, COALESCE(r.date_created, now())
-FROM unnest(
-    $1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[]
-) WITH ORDINALITY AS r(task_id, type, name, message, info, date_created, ord)
+SELECT r.task_id, r.type, r.name, r.message, r.info::jsonb,
+       COALESCE(
+           timestamptz 'epoch' + (r.micros / 1000000) * interval '1 second'
+               + (r.micros % 1000000) * interval '1 microsecond',
+           now()
+       )
+FROM (
+    SELECT (e->>0)::bigint, e->>1, e->>2, e->>3, e->>4, (e->>5)::bigint, ord
+    FROM json_array_elements($1::json) WITH ORDINALITY AS x(e, ord)
+) AS r(task_id, type, name, message, info, micros, ord)
 WHERE EXISTS (SELECT 1 FROM queued_tasks AS t WHERE t.id = r.task_id)
 ORDER BY r.ord
 """

@@ -160,6 +160,40 @@ async def test_a_big_completion_stays_linear_in_its_batch(
     assert "rows=500 loops=1" in plan.split("CTE upd")[1].split("CTE seeds")[0], plan
 
 
+@pytest.mark.parametrize("analyzed", [False, True])
+@pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
+async def test_releasing_a_big_fan_out_stays_linear_in_its_children(
+    repo: PostgresRepository, db: asyncpg.Connection, mode: str, analyzed: bool
+) -> None:
+    """A parent with 8,000 children ends: each child is found once and updated once; no
+    list of children is read again per child (a nested loop over them is quadratic: 64
+    million comparisons here, seconds instead of a few hundred milliseconds)."""
+    await db.execute(FINISHED_ROWS, 20_000)
+    (parent,) = await repo.create_tasks([NewTask("map", FUNCTION)])
+    for _ in range(2):
+        await repo.create_tasks(
+            [NewTask("part", FUNCTION, parent_ids=(parent,)) for _ in range(4_000)]
+        )
+    [claimed] = await repo.claim_tasks("server", 1)
+    assert claimed.id == parent
+    if analyzed:
+        await db.execute("ANALYZE")
+    await db.execute(f"SET plan_cache_mode = {mode}")
+
+    plan = await analyzed_plan(
+        db,
+        statements.COMPLETE_SQL,
+        f"'server', '{{{parent}}}', '{{done}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
+        "NULL, 'queue_new_task'",
+    )
+    released = plan.split("CTE released")[1].split("CTE ended")[0]
+    assert "rows=8000 loops=1" in released, plan
+    repeated = [line for line in released.splitlines() if re.search(r"loops=[1-9]\d{3,}", line)]
+    assert not repeated, plan
+    removed = [int(n) for n in re.findall(r"Rows Removed by Join Filter: (\d+)", released)]
+    assert sum(removed) < 8000, plan
+
+
 @pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
 async def test_next_due_probes_the_claim_index_per_priority(
     repo: PostgresRepository, db: asyncpg.Connection, mode: str

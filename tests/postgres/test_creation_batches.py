@@ -20,7 +20,7 @@ import pytest
 from taskqueue_core.exceptions import ArgumentNotSerializable, InvalidTaskError
 from taskqueue_core.models import Event, FunctionRef, NewTask, Outcome, TaskState
 from taskqueue_core.tortoise.postgres import PostgresRepository, batches
-from taskqueue_core.tortoise.postgres.statements import CREATE_FREE_SQL, CREATE_SQL
+from taskqueue_core.tortoise.postgres.inserts import CREATE_FREE_SQL, CREATE_SQL
 
 pytestmark = pytest.mark.postgres
 

@@ -51,8 +51,9 @@ connections they run on), and the work of the verbs by concern: ``creation``, ``
 (claims, outcomes, logs), ``control`` (admin writes), ``maintenance`` (servers, the reaper,
 pruning), ``reads`` and ``events``; shared by them: ``connections`` (pools, driver errors,
 deadlock retries), ``cascades`` (the follow-up of a guarded cascade), ``statements`` (the SQL
-text), ``codec`` (rows to the core's dataclasses, values to column text), ``batches`` (the
-layout of a creation batch) and ``filters`` (the ``WHERE`` clause of ``list_tasks``).
+text; that of creation in ``inserts``), ``codec`` (rows to the core's dataclasses, values to
+column text), ``batches`` (the layout of a creation batch) and ``filters`` (the ``WHERE``
+clause of ``list_tasks``).
 """
 
 from taskqueue_core.models import WORKER_LOST

@@ -3,8 +3,8 @@
 ``batch_of`` checks every task and returns its ``Batch``, or raises ``InvalidTaskError`` or
 ``ArgumentNotSerializable`` naming the first task at fault, before anything is written;
 ``plan_of`` gives each task its starting state and its dependency edges from the states of
-its existing parents. Together they are the arguments of ``statements.CREATE_SQL`` and
-``statements.CREATE_FREE_SQL``.
+its existing parents. Together they are the arguments of ``inserts.CREATE_SQL`` and
+``inserts.CREATE_FREE_SQL``.
 """
 
 from __future__ import annotations
@@ -113,7 +113,9 @@ class Batch:
 
 
 def ids_of(text: str) -> list[int]:
-    """The ids of a creation statement, sent as text (``1,2,3``; see ``_TASK_COLUMNS_PARAMS``)."""
+    """The ids of a creation statement, sent as text (``1,2,3``).
+
+    See ``inserts._TASK_COLUMNS_PARAMS``."""
     return list(map(int, text.split(",")))
 
 

@@ -19,12 +19,8 @@ from taskqueue_core.models import Event
 from taskqueue_core.tortoise.listener import encode_event
 from taskqueue_core.tortoise.postgres.batches import Batch, ids_of, plan_of, texts_of
 from taskqueue_core.tortoise.postgres.events import emit_local
-from taskqueue_core.tortoise.postgres.statements import (
-    CREATE_FREE_SQL,
-    CREATE_ONE_SQL,
-    CREATE_SQL,
-    TOUCH_SQL,
-)
+from taskqueue_core.tortoise.postgres.inserts import CREATE_FREE_SQL, CREATE_ONE_SQL, CREATE_SQL
+from taskqueue_core.tortoise.postgres.statements import TOUCH_SQL
 
 if TYPE_CHECKING:
     from taskqueue_core.tortoise.postgres.repository import PostgresRepository

@@ -37,6 +37,7 @@ from taskqueue_core.exceptions import (
     UnknownParent,
 )
 from taskqueue_core.hooks import HookRegistry, Moment
+from taskqueue_core.limits import unique
 from taskqueue_core.models import NewTask
 from taskqueue_core.ref import Creation, TaskRef
 from taskqueue_core.repository import TaskRepository
@@ -368,4 +369,4 @@ async def _parent_id(parent: TaskRef | int) -> int:
 
 
 def _unique(values: list[int]) -> tuple[int, ...]:
-    return tuple(dict.fromkeys(values))
+    return tuple(unique(values))

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any, overload
 
 from taskqueue_core.exceptions import ArgumentNotSerializable, InvalidTaskError
@@ -51,6 +53,8 @@ __all__ = [
     "storable_json",
     "storable_text",
     "task_parents",
+    "unique",
+    "utc",
 ]
 
 NAME_MAX = 255
@@ -94,6 +98,19 @@ def fits_int32(value: object) -> bool:
 def json_has_nul(text: str) -> bool:
     """True when the JSON text ``text`` (from ``json.dumps``) encodes a NUL character."""
     return "\\u0000" in text and _NUL_ESCAPE.search(text) is not None
+
+
+def utc(value: datetime) -> datetime:
+    """``value`` as a timestamp column holds it: aware, in UTC (a naive value is taken as UTC,
+    as asyncpg takes it)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def unique(values: Iterable[int]) -> list[int]:
+    """``values`` without repeats, first occurrence kept (a parent counts once)."""
+    return list(dict.fromkeys(values))
 
 
 def json_text(value: Any, what: str) -> str:
@@ -216,11 +233,11 @@ def check_new_task(task: NewTask, position: int, what: str) -> tuple[list[int], 
 def task_parents(task: NewTask, position: int, what: str) -> tuple[list[int], list[int]]:
     """Task ``position``'s parent ids and batch parents, each without repeats; checked (see
     ``check_new_task``)."""
-    parent_ids = list(dict.fromkeys(task.parent_ids))
+    parent_ids = unique(task.parent_ids)
     for parent_id in parent_ids:
         if isinstance(parent_id, bool) or not isinstance(parent_id, int):
             raise InvalidTaskError(f"{what}: parent id {parent_id!r} is not an int")
-    batch_parents = list(dict.fromkeys(task.batch_parents))
+    batch_parents = unique(task.batch_parents)
     for index in batch_parents:
         if isinstance(index, bool) or not isinstance(index, int):
             raise InvalidTaskError(f"{what}: batch_parents entry {index!r} is not an int")

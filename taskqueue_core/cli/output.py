@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from taskqueue_core.limits import utc
 from taskqueue_core.models import FunctionRef, LogRecord, ServerInfo, Task
 
 __all__ = [
@@ -85,17 +86,13 @@ def format_datetime(moment: datetime | None) -> str:
     """``moment`` in UTC as ``2024-05-01 12:00:03Z``; empty when None."""
     if moment is None:
         return ""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return utc(moment).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat()
+    return utc(moment).isoformat()
 
 
 def function_label(function: FunctionRef) -> str:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from taskqueue_core.exceptions import UnknownParent
-from taskqueue_core.limits import check_new_task, json_text
-from taskqueue_core.memory.rows import Changes, Row, utc
+from taskqueue_core.limits import check_new_task, json_text, utc
+from taskqueue_core.memory.rows import Changes, Row
 from taskqueue_core.memory.store import Store
 from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, NewTask, TaskState
 

@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from taskqueue_core.exceptions import InvalidTransition
-from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, json_text, log_text
-from taskqueue_core.memory.rows import Changes, LogRow, Row, utc
+from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, json_text, log_text, utc
+from taskqueue_core.memory.rows import Changes, LogRow, Row
 from taskqueue_core.memory.store import ReadyEntry, Store
 from taskqueue_core.models import NewLogRecord, Outcome, Task, TaskState
 

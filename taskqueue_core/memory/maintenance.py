@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from taskqueue_core.memory.rows import Changes, utc
+from taskqueue_core.limits import utc
+from taskqueue_core.memory.rows import Changes
 from taskqueue_core.memory.store import Store
 from taskqueue_core.models import WORKER_LOST, ServerInfo, TaskState
 

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from datetime import timedelta
 
 from taskqueue_core.exceptions import UnknownTask
-from taskqueue_core.memory.rows import Row, utc
+from taskqueue_core.limits import utc
+from taskqueue_core.memory.rows import Row
 from taskqueue_core.memory.store import Store
 from taskqueue_core.models import LogRecord, Stats, TaskFilter, TaskPage, TaskState, TaskTree
 

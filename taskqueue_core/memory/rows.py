@@ -9,29 +9,16 @@ collects what one verb changed, for the events it emits once the change is compl
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from taskqueue_core.limits import storable_text
 from taskqueue_core.models import FunctionRef, LogRecord, Task, TaskState
 
 
-def utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC datetime (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
 def decode(text: str | None) -> Any:
     return None if text is None else json.loads(text)
-
-
-def unique(values: Iterable[int]) -> list[int]:
-    """``values`` without repeats, first occurrence kept (a parent counts once)."""
-    return list(dict.fromkeys(values))
 
 
 @dataclass(slots=True)

@@ -12,7 +12,8 @@ import heapq
 from collections.abc import Callable
 from datetime import datetime
 
-from taskqueue_core.memory.rows import Changes, LogRow, Row, utc
+from taskqueue_core.limits import utc
+from taskqueue_core.memory.rows import Changes, LogRow, Row
 from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, Event, ServerInfo, TaskState
 from taskqueue_core.subscribers import LocalSubscribers
 

@@ -28,9 +28,9 @@ from taskqueue_core.limits import (
     json_has_nul,
     json_text,
     task_parents,
+    utc,
 )
 from taskqueue_core.models import FunctionRef, NewTask, TaskState
-from taskqueue_core.tortoise.postgres.codec import utc
 
 T = TypeVar("T")
 

@@ -1,27 +1,18 @@
 """Values between Python and the task tables: rows to the core's dataclasses, values to text.
 
 ``task`` and ``server`` read, by position, rows selected with the task and server columns of
-``statements``; ``utc`` makes datetimes aware, in UTC. (Values become JSON text for the
-jsonb columns through ``limits.json_text``, as on every backend.)
+``statements``. (Datetimes become aware UTC values through ``limits.utc``, and values JSON
+text for the jsonb columns through ``limits.json_text``, as on every backend.)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 
 from taskqueue_core.models import FunctionRef, ServerInfo, Task, TaskState
-
-
-def utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC datetime (a naive one is taken as UTC, as asyncpg does)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
 
 
 def decode(text: str | None) -> Any:
@@ -103,8 +94,3 @@ def server(r: asyncpg.Record) -> ServerInfo:
         started_at=r[8],
         version=r[9],
     )
-
-
-def unique(values: Sequence[int]) -> list[int]:
-    """``values`` without repeats, first occurrence kept (a parent counts once)."""
-    return list(dict.fromkeys(values))

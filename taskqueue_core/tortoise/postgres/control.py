@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from taskqueue_core.limits import unique
 from taskqueue_core.models import TaskState
 from taskqueue_core.tortoise.postgres.cascades import GUARD_ROUNDS, finish_cascade
-from taskqueue_core.tortoise.postgres.codec import unique
 from taskqueue_core.tortoise.postgres.connections import fetchrow, rowcount
 from taskqueue_core.tortoise.postgres.events import emit_local
 from taskqueue_core.tortoise.postgres.statements import (

@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 
 from taskqueue_core.exceptions import InvalidTransition
-from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, json_text, storable_text
+from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, json_text, storable_text, utc
 from taskqueue_core.models import NewLogRecord, Outcome, TaskState
 from taskqueue_core.tortoise.postgres.cascades import GUARD_ROUNDS, finish_cascade
-from taskqueue_core.tortoise.postgres.codec import utc
 from taskqueue_core.tortoise.postgres.connections import fetchrow
 from taskqueue_core.tortoise.postgres.events import emit_local
 from taskqueue_core.tortoise.postgres.statements import (
@@ -173,7 +172,7 @@ _MICROSECOND = timedelta(microseconds=1)
 
 
 def _micros(value: datetime) -> int:
-    """Microseconds since the epoch (a naive ``value`` is taken as UTC, as ``utc`` does)."""
+    """Microseconds since the epoch (a naive ``value`` is taken as UTC, as ``limits.utc`` does)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return (value - _EPOCH) // _MICROSECOND

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskqueue_core.limits import utc
 from taskqueue_core.models import TaskFilter, TaskState
-from taskqueue_core.tortoise.postgres.codec import utc
 
 
 def filter_sql(filter: TaskFilter) -> tuple[str, list[Any]]:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from taskqueue_core.limits import utc
 from taskqueue_core.models import ServerInfo
 from taskqueue_core.tortoise.postgres.cascades import GUARD_ROUNDS, finish_cascade
-from taskqueue_core.tortoise.postgres.codec import utc
 from taskqueue_core.tortoise.postgres.connections import rowcount
 from taskqueue_core.tortoise.postgres.events import emit_local
 from taskqueue_core.tortoise.postgres.statements import PRUNE_SQL, REGISTER_SQL, RESCUE_SQL

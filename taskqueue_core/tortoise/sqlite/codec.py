@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from taskqueue_core.limits import json_text
+from taskqueue_core.limits import json_text, utc
 from taskqueue_core.models import FunctionRef, Task, TaskState
 
 __all__ = [
@@ -35,19 +35,14 @@ def utc_now() -> datetime:
 
 def ts(value: datetime) -> str:
     """A datetime as stored: UTC, fixed width (naive values are taken as UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(sep=" ", timespec="microseconds")
+    return utc(value).isoformat(sep=" ", timespec="microseconds")
 
 
 def dt(value: Any) -> datetime | None:
     """A stored datetime back as an aware UTC datetime (tolerates other ISO spellings)."""
     if value is None:
         return None
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return utc(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
 
 
 def dump_result(value: Any, what: str) -> str | bytes | None:

@@ -385,7 +385,7 @@ CROSS_RATIOS: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {
 """Rates compared across workloads: (system, workload) over (system, workload)."""
 
 
-def cross_ratios(summary: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+def cross_ratios(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The ``CROSS_RATIOS`` of the run, computed per repetition (both measured in it)."""
     rate = {
         (r["rep"], r["system"], r["workload"]): r["metrics"]["rate"]
@@ -531,7 +531,7 @@ def replot() -> None:
     doc = json.loads((RESULTS / "latest.json").read_text())
     # Recomputed from the measurements, so that a change of the analysis applies to them.
     doc["summary"] = summarise(doc["runs"])
-    doc["cross"] = cross_ratios(doc["summary"], doc["runs"])
+    doc["cross"] = cross_ratios(doc["runs"])
     (RESULTS / "latest.json").write_text(json.dumps(doc, indent=1))
     text = table(doc["summary"], doc["cross"])
     load = doc["machine"].get("load_average_1min")
@@ -632,7 +632,7 @@ async def main_async(args: argparse.Namespace) -> None:
                     flush=True,
                 )
     summary = summarise(runs)
-    cross = cross_ratios(summary, runs)
+    cross = cross_ratios(runs)
     RESULTS.mkdir(exist_ok=True)
     machine = {
         "python": platform.python_version(),

@@ -314,7 +314,7 @@ def _store(record: Any) -> None:
         # Positional: a frozen dataclass's keyword call costs a third more, on every line.
         NewLogRecord(
             ctx.task_id,
-            _TYPES.get(record["level"].no) or _type(record["level"].no),
+            _type(record["level"].no),
             extra.get(LOGGER_KEY) or record["name"] or "",
             record["message"],
             # The repositories replace NUL in names and messages; in ``extra`` they would
@@ -328,10 +328,6 @@ def _store(record: Any) -> None:
 
 _DEBUG = 10
 """The lowest level stored in a task's log."""
-
-
-_TYPES = {10: "debug", 20: "info", 25: "info", 30: "warning", 40: "error", 50: "critical"}
-"""The ``type`` of loguru's own levels (``_type`` covers custom ones)."""
 
 
 def _type(level_no: int) -> str:

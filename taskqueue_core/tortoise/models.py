@@ -7,7 +7,8 @@ let applications query the tables with the ORM. The app label is ``taskqueue``.
 Two partial indexes are not declared here, because the ORM cannot express them: the claim
 index and the index of ``parent_task`` (non-null values only). The migrations create them
 (PostgreSQL), and so does ``SqliteRepository.open`` (SQLite); see
-``taskqueue_core.tortoise.schema``.
+``taskqueue_core.tortoise.schema``. Nor is ``queued_tasks.release_next``, a column of the
+PostgreSQL repository's own (see ``postgres.releases``), which its migrations add.
 """
 
 from __future__ import annotations
@@ -93,7 +94,10 @@ class QueuedTaskDependency(Model):
         app = APP_LABEL
         table = "queued_task_dependencies"
         unique_together = (("task", "parent"),)
-        indexes = (Index(fields=("parent_id",), name="queued_task_dependencies_parent_idx"),)
+        # A parent's children in id order: releases walk them in chunks (``postgres.releases``).
+        indexes = (
+            Index(fields=("parent_id", "task_id"), name="queued_task_dependencies_children_idx"),
+        )
 
 
 class QueuedTaskLog(Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import timedelta
 
@@ -9,6 +10,8 @@ from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, Outcome, Task
 from taskqueue_core.repository import TaskRepository
 from tests.contract.helpers import (
     SERVER,
+    WAIT,
+    EventRecorder,
     assert_recent,
     create,
     finish,
@@ -48,6 +51,39 @@ async def test_done_releases_a_waiting_child(repository: TaskRepository) -> None
     assert task.state is TaskState.ENQUEUED
     assert task.pending_parents == 0
     assert [t.id for t in await repository.claim_tasks("s", 5)] == [child]
+
+
+async def test_done_releases_every_child_of_a_big_fan_out(repository: TaskRepository) -> None:
+    # More children than one statement releases on PostgreSQL (``RELEASE_CHUNK``: the rest
+    # are released in the background, each chunk with its "created" event), some of them
+    # waiting for a second parent too: each edge is counted once.
+    parent, other = await repository.create_tasks([new("parent"), new("other")])
+    alone = await repository.create_tasks([new("alone", parent_ids=(parent,))] * 2_300)
+    both = await repository.create_tasks([new("both", parent_ids=(parent, other))] * 200)
+    recorder = EventRecorder()
+    subscription = await repository.subscribe(recorder)
+    try:
+        await start(repository, parent, other)
+        assert await finish(repository, parent) == [parent]
+        await until_all(repository, recorder, alone, TaskState.ENQUEUED)
+        assert set(await states(repository, *both)) == {TaskState.WAITING}
+        assert {(await get(repository, i)).pending_parents for i in both[::50]} == {1}
+        assert await finish(repository, other) == [other]
+        assert set(await states(repository, *both)) == {TaskState.ENQUEUED}
+    finally:
+        await subscription.close()
+    claimed = await repository.claim_tasks("s", 5_000)
+    assert sorted(t.id for t in claimed) == sorted([*alone, *both])
+
+
+async def until_all(
+    repository: TaskRepository, recorder: EventRecorder, task_ids: list[int], state: TaskState
+) -> None:
+    """Wait until every one of ``task_ids`` is in ``state``, looking again at each "created"
+    event (every release sends one after its commit); bounded."""
+    async with asyncio.timeout(WAIT):
+        while set(await states(repository, *task_ids)) != {state}:
+            await recorder.wait_for(lambda event: event.kind == "created")
 
 
 async def test_fan_in_waits_for_every_parent(repository: TaskRepository) -> None:

@@ -6,6 +6,7 @@ import json
 import signal
 import time
 
+import asyncpg
 import pytest
 
 from taskqueue_core.queue import TaskCall, TaskQueue
@@ -104,3 +105,74 @@ async def test_sigkill_of_one_of_two_workers_loses_nothing(
     print(f"rescued {len(lost)} task(s) {rescue_seconds:.2f} s after the kill")
     assert rescue_seconds <= STALE_AFTER + HEARTBEAT + 1.5
     assert (await probe.servers()).keys() == {survivor.pid}
+
+
+CHILDREN = 2_500
+
+
+async def test_sigkill_in_the_middle_of_a_big_release_loses_no_child(
+    queue: TaskQueue, probe: Probe, spawn_worker: SpawnWorker, fault_db: str
+) -> None:
+    """A parent with more children than one chunk (``RELEASE_CHUNK``): its worker is killed
+    after the first chunk, while the second waits for a row lock. Another worker's reaper
+    finishes the release; every child runs, once (or twice if it was running on the victim)."""
+    from taskqueue_core.tortoise.postgres.statements import RELEASE_CHUNK
+
+    parent = await queue.enqueue(record, "parent")
+    refs = await queue.enqueue_many(
+        [TaskCall(record, (f"c{i}",), parent=parent) for i in range(CHILDREN)]
+    )
+    children = sorted([await ref.get_task_id() for ref in refs])
+    # The second chunk starts at children[RELEASE_CHUNK]: hold a row of it.
+    holder = await asyncpg.connect(fault_db.replace("postgres://", "postgresql://", 1))
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        held = children[RELEASE_CHUNK + 10]
+        await holder.execute("SELECT 1 FROM queued_tasks WHERE id = $1 FOR UPDATE", held)
+        settings = {"max_workers": 4, "heartbeat_interval": HEARTBEAT, "stale_after": STALE_AFTER}
+        victim = await spawn_worker(**settings)
+
+        async def second_chunk_blocked() -> bool:
+            rows = await probe.fetch(
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE '%release_next%'"
+            )
+            return bool(rows[0]["n"])
+
+        await wait_until(second_chunk_blocked, timeout=30, interval=0.05, what="second chunk")
+        victim.send(signal.SIGKILL)
+        assert await victim.wait(10) == -signal.SIGKILL
+        rest = await probe.fetch(
+            "SELECT DISTINCT state FROM queued_tasks WHERE id = ANY($1::bigint[])",
+            children[RELEASE_CHUNK:],
+        )
+        assert [r["state"] for r in rest] == ["waiting"]
+        await holding.rollback()
+    finally:
+        await holder.close()
+
+    survivor = await spawn_worker(**settings)
+
+    async def all_done() -> bool:
+        return (await probe.states()) == {"done": CHILDREN + 1}
+
+    await wait_until(all_done, timeout=90, what=f"{CHILDREN + 1} tasks done")
+    runs = await probe.executions()
+    assert set(runs) == {"parent", *(f"c{i}" for i in range(CHILDREN))}
+    assert runs["parent"] == [victim.pid]
+    rescued = {
+        f"c{i}"
+        for i, row in enumerate(
+            await probe.fetch(
+                "SELECT retry_count FROM queued_tasks WHERE id = ANY($1::bigint[]) ORDER BY id",
+                [await ref.get_task_id() for ref in refs],
+            )
+        )
+        if row["retry_count"]
+    }
+    for key, pids in runs.items():
+        assert pids.count(survivor.pid) <= 1 and pids.count(victim.pid) <= 1, (key, pids)
+        assert len(pids) == 1 or key in rescued, (key, pids)
+    left = await probe.fetch("SELECT id FROM queued_tasks WHERE release_next IS NOT NULL")
+    assert left == []

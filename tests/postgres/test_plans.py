@@ -104,7 +104,7 @@ async def test_completion_looks_up_by_key_despite_skewed_statistics(
     )
     assert "Seq Scan" not in plan, plan
     assert "idx_queued_task_state" not in plan, plan
-    assert "queued_task_dependencies_parent_idx" in plan, plan
+    assert "queued_task_dependencies_children_idx" in plan, plan
 
 
 async def analyzed_plan(db: asyncpg.Connection, statement: str, arguments: str) -> str:
@@ -160,38 +160,65 @@ async def test_a_big_completion_stays_linear_in_its_batch(
     assert "rows=500 loops=1" in plan.split("CTE upd")[1].split("CTE seeds")[0], plan
 
 
-@pytest.mark.parametrize("analyzed", [False, True])
-@pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
-async def test_releasing_a_big_fan_out_stays_linear_in_its_children(
-    repo: PostgresRepository, db: asyncpg.Connection, mode: str, analyzed: bool
-) -> None:
-    """A parent with 8,000 children ends: each child is found once and updated once; no
-    list of children is read again per child (a nested loop over them is quadratic: 64
-    million comparisons here, seconds instead of a few hundred milliseconds)."""
-    await db.execute(FINISHED_ROWS, 20_000)
+async def fan_out(repo: PostgresRepository, children: int) -> int:
+    """A parent claimed by ``server`` with ``children`` waiting children; its id."""
     (parent,) = await repo.create_tasks([NewTask("map", FUNCTION)])
-    for _ in range(2):
-        await repo.create_tasks(
-            [NewTask("part", FUNCTION, parent_ids=(parent,)) for _ in range(4_000)]
-        )
+    for start in range(0, children, 4_000):
+        count = min(4_000, children - start)
+        await repo.create_tasks([NewTask("part", FUNCTION, parent_ids=(parent,))] * count)
     [claimed] = await repo.claim_tasks("server", 1)
     assert claimed.id == parent
+    return parent
+
+
+def assert_linear(plan: str, released: str, rows: int) -> None:
+    """``released`` (a part of ``plan``) found and updated each of ``rows`` children once: what
+    runs once per child reads a few rows (its own edges), never a list of children (a nested
+    loop over them is quadratic: tens of millions of comparisons, seconds, not milliseconds)."""
+    assert f"rows={rows} loops=1" in released, plan
+    per_child = re.findall(r"actual time=\S+ rows=(\d+) loops=([1-9]\d{3,})", released)
+    assert all(int(found) <= 5 for found, _ in per_child), plan
+    removed = [int(n) for n in re.findall(r"Rows Removed by Join Filter: (\d+)", released)]
+    assert sum(removed) < rows, plan
+
+
+@pytest.mark.parametrize("analyzed", [False, True])
+@pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
+async def test_releasing_a_fan_out_stays_linear_in_its_children(
+    repo: PostgresRepository, db: asyncpg.Connection, mode: str, analyzed: bool
+) -> None:
+    """A parent with as many children as the completion releases itself (``RELEASE_CHUNK``)
+    ends: the completion updates each child once. Then a parent with 8,000: the completion
+    leaves them to ``RELEASE_SQL``, whose chunks update each of theirs once."""
+    await db.execute(FINISHED_ROWS, 20_000)
+    small = await fan_out(repo, statements.RELEASE_CHUNK)
     if analyzed:
         await db.execute("ANALYZE")
     await db.execute(f"SET plan_cache_mode = {mode}")
-
+    arguments = "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 'queue_new_task'"
     plan = await analyzed_plan(
-        db,
-        statements.COMPLETE_SQL,
-        f"'server', '{{{parent}}}', '{{done}}', NULL, NULL, NULL, NULL, NULL, NULL, NULL, "
-        "NULL, 'queue_new_task'",
+        db, statements.COMPLETE_SQL, f"'server', '{{{small}}}', '{{done}}', {arguments}"
     )
     released = plan.split("CTE released")[1].split("CTE ended")[0]
-    assert "rows=8000 loops=1" in released, plan
-    repeated = [line for line in released.splitlines() if re.search(r"loops=[1-9]\d{3,}", line)]
-    assert not repeated, plan
-    removed = [int(n) for n in re.findall(r"Rows Removed by Join Filter: (\d+)", released)]
-    assert sum(removed) < 8000, plan
+    assert_linear(plan, released, statements.RELEASE_CHUNK)
+
+    big = await fan_out(repo, 8_000)
+    if analyzed:
+        await db.execute("ANALYZE")
+    plan = await analyzed_plan(
+        db, statements.COMPLETE_SQL, f"'server', '{{{big}}}', '{{done}}', {arguments}"
+    )
+    released = plan.split("CTE released")[1].split("CTE ended")[0]
+    assert "rows=0 loops=1" in released.splitlines()[1], plan
+    nulls = [None] * 8
+    await db.fetchrow(statements.COMPLETE_SQL, "server", [big], ["done"], *nulls, None)
+    first = "SELECT min(task_id) FROM queued_task_dependencies WHERE parent_id = $1"
+    release_next = "SELECT release_next FROM queued_tasks WHERE id = $1"
+    assert await db.fetchval(release_next, big) == await db.fetchval(first, big)
+    for _ in range(2):
+        plan = await analyzed_plan(db, statements.RELEASE_SQL, f"{big}, 'queue_new_task'")
+        released = plan.split("CTE released")[1].split("CTE ready")[0]
+        assert_linear(plan, released, statements.RELEASE_CHUNK)
 
 
 @pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])

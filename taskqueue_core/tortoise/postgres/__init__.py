@@ -11,6 +11,9 @@ Hot paths are hand-written SQL, one statement per batch:
   in data-modifying CTEs of the same statement, releases the children of tasks done, fails or
   cancels the waiting descendants of tasks failed or cancelled (a recursive CTE), and sends
   the NOTIFY payloads. Being one statement, it is atomic without an explicit transaction.
+  A task with more than ``RELEASE_CHUNK`` children is released after that statement, in
+  chunks of their own statements (``releases``), so that its first children can run while the
+  others are released.
 - **create**: ids come from the sequence in the insert statement itself (``nextval`` over
   ``generate_series``, as one sorted array), so tasks and their dependency edges (batch
   parents resolved by position, subscripting that array) go in with one ``INSERT ... SELECT
@@ -46,14 +49,14 @@ the cost of a short statement. LISTEN uses a dedicated connection (``listener``)
 Errors from asyncpg or Tortoise become ``RepositoryError`` (the driver's error is
 ``__cause__``), including a lost connection, so that callers can retry.
 
-Modules: ``repository`` (``PostgresRepository``: the verbs, their contracts, the
-connections they run on), and the work of the verbs by concern: ``creation``, ``execution``
-(claims, outcomes, logs), ``control`` (admin writes), ``maintenance`` (servers, the reaper,
-pruning), ``reads`` and ``events``; shared by them: ``connections`` (pools, driver errors,
-deadlock retries), ``cascades`` (the follow-up of a guarded cascade), ``statements`` (the SQL
-text; that of creation in ``inserts``), ``codec`` (rows to the core's dataclasses, values to
-column text), ``batches`` (the layout of a creation batch) and ``filters`` (the ``WHERE``
-clause of ``list_tasks``).
+Modules: ``repository`` (``PostgresRepository``: the verbs, their contracts, the connections
+they run on), and the work of the verbs by concern: ``creation``, ``execution`` (claims,
+outcomes, logs), ``releases`` (the rest of a big fan-out's release), ``control`` (admin
+writes), ``maintenance`` (servers, the reaper, pruning), ``reads`` and ``events``; shared by
+them: ``connections`` (pools, driver errors, deadlock retries), ``cascades`` (the follow-up of
+a guarded cascade), ``statements`` (the SQL text; that of creation in ``inserts``), ``codec``
+(rows to the core's dataclasses, values to column text), ``batches`` (the layout of a creation
+batch) and ``filters`` (the ``WHERE`` clause of ``list_tasks``).
 """
 
 from taskqueue_core.models import WORKER_LOST

@@ -1,9 +1,10 @@
 """The workers' verbs around a claim: next due time, outcomes, states and log lines.
 
 ``completions`` checks and encodes a batch of outcomes and ``complete`` applies it (guarded,
-re-run for contended rows); ``log_args`` and ``insert_logs`` are the one statement of
-``append_logs``. ``PostgresRepository`` takes the connection and awaits these itself on the
-hot path (claim, complete, logs, contexts), so that they cost no extra coroutine per batch.
+re-run for contended rows; then the rest of big releases, see ``releases``); ``log_args`` and
+``insert_logs`` are the one statement of ``append_logs``. ``PostgresRepository`` takes the
+connection and awaits these itself on the hot path (claim, complete, logs, contexts), so that
+they cost no extra coroutine per batch.
 """
 
 from __future__ import annotations
@@ -114,6 +115,8 @@ async def complete(
         changed.update(row["changed"])
         cascaded = await finish_cascade(repo, conn, row["kill_left"])
         emit_local(repo, ready=row["ready"], ended=[*row["ended"], *cascaded])
+        if row["releasing"]:
+            repo._releaser.add(row["releasing"])
         contended = set(row["contended"])
         if not contended:
             return

@@ -1,7 +1,8 @@
 """Servers and maintenance: server rows and heartbeats, the reaper, pruning.
 
 ``rescue_stale`` runs under the transaction advisory lock ``REAPER_LOCK_KEY`` (one reaper
-at a time); ``prune`` deletes in chunks of ``_PRUNE_CHUNK`` rows.
+at a time), then finishes the releases of children that workers left unfinished
+(``releases.finish_left``); ``prune`` deletes in chunks of ``_PRUNE_CHUNK`` rows.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncpg
 
 from taskqueue_core.limits import utc
 from taskqueue_core.models import ServerInfo
+from taskqueue_core.tortoise.postgres import releases
 from taskqueue_core.tortoise.postgres.cascades import GUARD_ROUNDS, finish_cascade
 from taskqueue_core.tortoise.postgres.connections import rowcount
 from taskqueue_core.tortoise.postgres.events import emit_local
@@ -88,7 +90,9 @@ async def rescue_stale(repo: PostgresRepository, stale_before: datetime) -> list
         emit_local(repo, ready=sorted(set(ready)), ended=ended)
         return sorted(set(rescued))
 
-    return await repo._write(work)
+    rescued = await repo._write(work)
+    await releases.finish_left(repo, limit)
+    return rescued
 
 
 async def prune(repo: PostgresRepository, ended_before: datetime) -> int:

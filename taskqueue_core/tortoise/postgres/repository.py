@@ -59,6 +59,7 @@ from taskqueue_core.tortoise.postgres.connections import (
     open_pool,
 )
 from taskqueue_core.tortoise.postgres.maintenance import REAPER_LOCK_KEY
+from taskqueue_core.tortoise.postgres.releases import Releaser
 from taskqueue_core.tortoise.postgres.statements import (
     CLAIM_ANY_SQL,
     CLAIM_CHANNELS_SQL,
@@ -114,6 +115,7 @@ class PostgresRepository:
         self._listener_lock: asyncio.Lock | None = None
         self._subscriptions: set[ListenerSubscription] = set()
         self._local = LocalSubscribers()
+        self._releaser = Releaser(self)
 
     def __repr__(self) -> str:
         return f"<PostgresRepository channel={self.notify_channel!r} notify={self.use_notify}>"
@@ -152,7 +154,9 @@ class PostgresRepository:
             )
 
     async def close(self) -> None:
-        """Close subscriptions, the LISTEN connection and our own pool. Idempotent."""
+        """Finish the releases under way (see ``releases``), then close subscriptions, the
+        LISTEN connection and our own pool. Idempotent."""
+        await self._releaser.settled()
         for subscription in list(self._subscriptions):
             await subscription.close()
         await self._local.close()
@@ -261,6 +265,10 @@ class PostgresRepository:
         Raises ``InvalidTransition`` for an outcome state that is not done, failed, enqueued,
         cancelled or stopped, and ``ArgumentNotSerializable`` for a result or context that is
         not JSON, before anything is written.
+
+        The children of a task done are released in the same statement, unless it has more
+        than ``RELEASE_CHUNK``: those are released in the background, in chunks, starting
+        when this returns (see ``releases``; ``close`` waits for them).
         """
         batch = execution.completions(outcomes)
         if not batch:
@@ -361,7 +369,9 @@ class PostgresRepository:
         ``WorkerLost`` as its last error; a task with no attempt left (``retry_count`` >=
         ``max_retries``) becomes failed, cascading as a failure. Stale server rows are
         deleted. One reaper at a time: the work runs under a transaction advisory lock and
-        a caller that cannot take it returns [] at once.
+        a caller that cannot take it returns [] at once. Then the children of tasks done
+        before ``stale_before`` whose release was left unfinished (a worker stopped between
+        its chunks: see ``releases``) are released.
         """
         return await maintenance.rescue_stale(self, stale_before)
 

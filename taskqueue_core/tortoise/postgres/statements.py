@@ -175,6 +175,10 @@ def notify_column(param: str) -> str:
     )
 
 
+RELEASE_CHUNK = 1000
+"""Most children a done task releases in the statement that completes it (``COMPLETE_SQL``),
+and the size of each chunk of a bigger release (``RELEASE_SQL``)."""
+
 # Outcomes of a batch. ``pre`` is the snapshot's view of the rows this server still runs
 # (with their xmin); ``upd`` applies each outcome to the row only if it is that very version.
 # ``pre`` looks each outcome's row up by key (a LATERAL subquery with LIMIT 1 cannot be turned
@@ -184,6 +188,13 @@ def notify_column(param: str) -> str:
 # quadratic: the function scan, or the index's array keys, are redone for every row (300 ms
 # for 1,000 outcomes); a bare ``ctid = o.tid`` join lets the planner hash a sequential scan
 # of the table instead. With the TID list the table is never scanned, whatever the estimates.
+#
+# A task done releases its children in the same statement, unless it has more than
+# ``RELEASE_CHUNK``: then ``upd`` stores its first child's id as its ``release_next``
+# (``pre.cut``) and the children are released by ``RELEASE_SQL``, a chunk per transaction,
+# so that the first ones run while the others are being released. (Releasing the first chunk
+# here too would need a join with ``upd`` in ``counts``, whose row estimate then drops to one
+# and turns the update of ``released`` into a quadratic nested loop.)
 COMPLETE_SQL = (
     """
 WITH RECURSIVE
@@ -197,7 +208,14 @@ o AS (
 pre AS (
     SELECT o.*, r.snap, r.tid,
            (o.state = 'failed' OR (o.state = 'enqueued' AND o.error_name IS NOT NULL))
-               AS set_error
+               AS set_error,
+           CASE WHEN o.state = 'done' AND EXISTS (
+               SELECT FROM queued_task_dependencies AS d WHERE d.parent_id = o.id OFFSET """
+    + str(RELEASE_CHUNK)
+    + """
+           ) THEN (
+               SELECT min(d.task_id) FROM queued_task_dependencies AS d WHERE d.parent_id = o.id
+           ) END AS cut
     FROM o CROSS JOIN LATERAL (
         SELECT t.xmin AS snap, t.ctid AS tid FROM queued_tasks AS t
         WHERE t.id = o.id AND (t.state = 'doing') IS TRUE AND t.claimed_by = $1
@@ -225,11 +243,12 @@ upd AS (
             THEN COALESCE(o.retry_at, now()) ELSE t.date_scheduled END,
         claimed_by = CASE WHEN o.state = 'enqueued' THEN NULL ELSE t.claimed_by END,
         retry_count = t.retry_count
-            + CASE WHEN o.state = 'enqueued' AND COALESCE(o.count_attempt, true) THEN 1 ELSE 0 END
+            + CASE WHEN o.state = 'enqueued' AND COALESCE(o.count_attempt, true) THEN 1 ELSE 0 END,
+        release_next = o.cut
     FROM pre AS o
     WHERE t.ctid = ANY(ARRAY(SELECT tid FROM pre))
       AND t.ctid = o.tid AND t.xmin = o.snap AND (t.state = 'doing') IS TRUE AND t.claimed_by = $1
-    RETURNING t.id, t.state, t.channel
+    RETURNING t.id, t.state, t.channel, t.release_next
 ),
 seeds AS (
     SELECT d.task_id AS id, u.id AS root, u.state AS kind
@@ -239,22 +258,30 @@ seeds AS (
 """
     + _CASCADE_CTES
     + """
-counts AS (
+releasers AS (
+    -- A parent with more children than a chunk is left to ``releases``.
+    SELECT id FROM upd WHERE state = 'done' AND release_next IS NULL
+),
+children AS (
     -- In id order: the released children's new row versions are then written in the order
     -- they are claimed, so a claim (and its completion) finds its batch on a few pages
     -- instead of one page per child (a 10,000-child fan-out drained 10-15 % faster).
-    SELECT d.task_id AS id, count(*)::int AS n
+    SELECT DISTINCT d.task_id AS id
     FROM queued_task_dependencies AS d
-    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM upd WHERE state = 'done'))
-    GROUP BY d.task_id
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM releasers))
     ORDER BY d.task_id
 ),
 released AS (
-    UPDATE queued_tasks AS c SET
-        pending_parents = GREATEST(c.pending_parents - n.n, 0),
-        state = CASE WHEN c.pending_parents - n.n <= 0 THEN 'enqueued' ELSE 'waiting' END
-    FROM counts AS n
-    WHERE c.id = ANY(ARRAY(SELECT id FROM counts)) AND c.id = n.id AND (c.state = 'waiting') IS TRUE
+    -- Each child counts its own edges to the parents released here (one probe of its few
+    -- edges): no join with ``children``, whose row estimate can be far too low, and which
+    -- the planner then rescans for every child (quadratic: 200 ms for 1,000 children).
+    UPDATE queued_tasks AS c SET (pending_parents, state) = (
+        SELECT GREATEST(c.pending_parents - count(*), 0),
+               CASE WHEN c.pending_parents - count(*) <= 0 THEN 'enqueued' ELSE 'waiting' END
+        FROM queued_task_dependencies AS d
+        WHERE d.task_id = c.id AND (d.parent_id = ANY(ARRAY(SELECT id FROM releasers))) IS TRUE
+    )
+    WHERE c.id = ANY(ARRAY(SELECT id FROM children)) AND (c.state = 'waiting') IS TRUE
       AND c.id <> ALL(ARRAY(SELECT id FROM doomed))
     RETURNING c.id, c.state, c.channel
 ),
@@ -277,6 +304,7 @@ SELECT
     ARRAY(SELECT id FROM pre EXCEPT SELECT id FROM upd) AS contended,
     ARRAY(SELECT id FROM ended) AS ended,
     ARRAY(SELECT channel FROM ready) AS ready,
+    ARRAY(SELECT id FROM upd WHERE release_next IS NOT NULL) AS releasing,
     """
     + _KILL_LEFT
     + """ AS kill_left,
@@ -431,10 +459,14 @@ SELECT
 # Makes the parents of a task being created (or restored) depend-able: the row lock orders
 # this writer against anyone ending the parent, and the new row version (new xmin) makes a
 # concurrent guarded statement that read the old version skip the parent and retry.
+# Locks the existing parents of a creation batch (see the package docstring) and reads their
+# states. A parent done whose children are still being released (``release_next`` set) reads
+# as ``doing``: its new child waits for it, and a later chunk of the release, which reads the
+# children from ``release_next`` on, releases it (a new child's id is above every existing one).
 TOUCH_SQL = """
 UPDATE queued_tasks AS p SET state = p.state
 WHERE p.id = ANY($1::bigint[])
-RETURNING p.id, p.state
+RETURNING p.id, CASE WHEN p.release_next IS NULL THEN p.state ELSE 'doing' END
 """
 
 # retry_tasks, step by step in one transaction (an admin path: clarity over round trips).
@@ -593,4 +625,72 @@ SELECT count(*)::int AS servers,
        COALESCE(sum(active_workers), 0)::int AS active,
        COALESCE(sum(idle_workers), 0)::int AS idle
 FROM queued_task_workers WHERE is_running
+"""
+
+
+# One chunk of a release (``releases``): the next ``RELEASE_CHUNK`` children of task $1 from
+# its ``release_next`` on. ``moved`` advances ``release_next`` to the first child beyond the
+# chunk (NULL: the release is over) only on the row version read (``xmin``) with the
+# ``release_next`` read, so that two releasers (a worker and the reaper) never both count an
+# edge: the one that loses moves nothing and releases nothing. A new child locks the parent
+# (``TOUCH_SQL``) and so changes its ``xmin``: a chunk whose snapshot missed the child's edge
+# moves nothing either, and runs again with a snapshot that has it.
+RELEASE_SQL = (
+    """
+WITH
+p AS (
+    SELECT t.release_next AS start, t.xmin AS snap FROM queued_tasks AS t
+    WHERE t.id = $1 AND t.release_next IS NOT NULL
+),
+span AS (
+    SELECT d.task_id FROM queued_task_dependencies AS d
+    WHERE d.parent_id = $1 AND d.task_id >= (SELECT start FROM p)
+    ORDER BY d.task_id
+    LIMIT """
+    + str(RELEASE_CHUNK + 1)
+    + """
+),
+moved AS (
+    UPDATE queued_tasks AS t SET release_next = (
+        SELECT task_id FROM span ORDER BY task_id OFFSET """
+    + str(RELEASE_CHUNK)
+    + """ LIMIT 1
+    )
+    FROM p
+    WHERE t.id = $1 AND t.xmin = p.snap AND t.release_next = p.start
+    RETURNING t.release_next AS next
+),
+released AS (
+    UPDATE queued_tasks AS c SET
+        pending_parents = GREATEST(c.pending_parents - 1, 0),
+        state = CASE WHEN c.pending_parents <= 1 THEN 'enqueued' ELSE 'waiting' END
+    WHERE c.id = ANY(ARRAY(
+        SELECT s.task_id FROM span AS s, moved AS m
+        WHERE m.next IS NULL OR s.task_id < m.next
+    ))
+      AND (c.state = 'waiting') IS TRUE
+    RETURNING c.state, c.channel
+),
+ready AS (SELECT DISTINCT channel FROM released WHERE state = 'enqueued'),
+control AS (SELECT NULL::bigint AS id WHERE false),
+ended AS (SELECT NULL::bigint AS id WHERE false),
+"""
+    + NOTES_CTE
+    + """
+SELECT
+    EXISTS (SELECT FROM p) AS found,
+    EXISTS (SELECT FROM moved) AS moved,
+    (SELECT next FROM moved) AS next,
+    ARRAY(SELECT channel FROM ready) AS ready,
+    """
+    + notify_column("$2")
+)
+
+# Releases whose worker stopped before the last chunk: the tasks done before $1 whose
+# ``release_next`` is still set, through the partial index ``queued_tasks_release_idx``.
+RELEASES_LEFT_SQL = """
+SELECT id FROM queued_tasks
+WHERE release_next IS NOT NULL AND date_done < $1
+ORDER BY id
+LIMIT 100
 """

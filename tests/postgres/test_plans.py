@@ -127,6 +127,31 @@ class _RollBack(Exception):
         self.rows = rows
 
 
+async def test_the_completion_keeps_one_plan_for_its_batches(
+    repo: PostgresRepository, db: asyncpg.Connection
+) -> None:
+    """A chain of tasks, each completion releasing the next: after its first five runs,
+    PostgreSQL runs the cached generic plan of the statement, instead of planning every batch
+    anew (about 1 ms a batch: a third of a chain's time per link). It keeps planning anew
+    when it estimates the generic plan dearer than a custom one plus planning, as it did when
+    each outcome probed its children with a subquery of its own."""
+    previous: int | None = None
+    for _ in range(10):
+        parents = () if previous is None else (previous,)
+        (previous,) = await repo.create_tasks([NewTask("link", FUNCTION, parent_ids=parents)])
+    await db.execute(f"PREPARE completion AS {statements.COMPLETE_SQL}")
+    for _ in range(10):
+        [task] = await repo.claim_tasks("server", 1)
+        await db.execute(
+            f"EXECUTE completion('server', '{{{task.id}}}', '{{done}}', "
+            "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"
+        )
+    row = await db.fetchrow(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'completion'"
+    )
+    assert row is not None and row["generic_plans"] >= 4, dict(row or {})
+
+
 @pytest.mark.parametrize("mode", ["auto", "force_generic_plan"])
 async def test_a_big_completion_stays_linear_in_its_batch(
     repo: PostgresRepository, db: asyncpg.Connection, mode: str

@@ -191,10 +191,12 @@ and the size of each chunk of a bigger release (``RELEASE_SQL``)."""
 #
 # A task done releases its children in the same statement, unless it has more than
 # ``RELEASE_CHUNK``: then ``upd`` stores its first child's id as its ``release_next``
-# (``pre.cut``) and the children are released by ``RELEASE_SQL``, a chunk per transaction,
-# so that the first ones run while the others are being released. (Releasing the first chunk
-# here too would need a join with ``upd`` in ``counts``, whose row estimate then drops to one
-# and turns the update of ``released`` into a quadratic nested loop.)
+# (``big``, one aggregate over the batch's edges) and the children are released by
+# ``RELEASE_SQL``, a chunk per transaction, so that the first ones run while the others are
+# being released. (A subquery per outcome instead of ``big`` made the generic plan look
+# dearer than planning each batch anew, which then cost 1 ms a batch. Releasing the first
+# chunk here too would need a join with ``upd`` in ``released``, whose row estimate then
+# drops to one and turns that update into a quadratic nested loop.)
 COMPLETE_SQL = (
     """
 WITH RECURSIVE
@@ -205,22 +207,26 @@ o AS (
     ) AS o(id, state, result, error_name, error_message, error_info,
            retry_at, count_attempt, execution_time, context)
 ),
+big AS (
+    SELECT d.parent_id AS id, min(d.task_id) AS first
+    FROM queued_task_dependencies AS d
+    WHERE d.parent_id = ANY(ARRAY(SELECT id FROM o WHERE state = 'done'))
+    GROUP BY d.parent_id
+    HAVING count(*) > """
+    + str(RELEASE_CHUNK)
+    + """
+),
 pre AS (
     SELECT o.*, r.snap, r.tid,
            (o.state = 'failed' OR (o.state = 'enqueued' AND o.error_name IS NOT NULL))
                AS set_error,
-           CASE WHEN o.state = 'done' AND EXISTS (
-               SELECT FROM queued_task_dependencies AS d WHERE d.parent_id = o.id OFFSET """
-    + str(RELEASE_CHUNK)
-    + """
-           ) THEN (
-               SELECT min(d.task_id) FROM queued_task_dependencies AS d WHERE d.parent_id = o.id
-           ) END AS cut
+           b.first AS cut
     FROM o CROSS JOIN LATERAL (
         SELECT t.xmin AS snap, t.ctid AS tid FROM queued_tasks AS t
         WHERE t.id = o.id AND (t.state = 'doing') IS TRUE AND t.claimed_by = $1
         LIMIT 1
     ) AS r
+    LEFT JOIN big AS b ON b.id = o.id
 ),
 upd AS (
     UPDATE queued_tasks AS t SET

@@ -114,8 +114,9 @@ async def test_sigkill_in_the_middle_of_a_big_release_loses_no_child(
     queue: TaskQueue, probe: Probe, spawn_worker: SpawnWorker, fault_db: str
 ) -> None:
     """A parent with more children than one chunk (``RELEASE_CHUNK``): its worker is killed
-    after the first chunk, while the second waits for a row lock. Another worker's reaper
-    finishes the release; every child runs, once (or twice if it was running on the victim)."""
+    after the first chunks, while the one with the 1,011th child waits for a row lock.
+    Another worker's reaper finishes the release; every child runs, once (or twice if it was
+    running on the victim)."""
     from taskqueue_core.tortoise.postgres.statements import RELEASE_CHUNK
 
     parent = await queue.enqueue(record, "parent")

@@ -241,7 +241,9 @@ async def test_releasing_a_fan_out_stays_linear_in_its_children(
     release_next = "SELECT release_next FROM queued_tasks WHERE id = $1"
     assert await db.fetchval(release_next, big) == await db.fetchval(first, big)
     for _ in range(2):
-        plan = await analyzed_plan(db, statements.RELEASE_SQL, f"{big}, 'queue_new_task'")
+        plan = await analyzed_plan(
+            db, statements.RELEASE_SQL, f"{big}, {statements.RELEASE_CHUNK}, 'queue_new_task'"
+        )
         released = plan.split("CTE released")[1].split("CTE ready")[0]
         assert_linear(plan, released, statements.RELEASE_CHUNK)
 

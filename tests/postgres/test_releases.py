@@ -73,7 +73,7 @@ async def test_the_completion_leaves_a_big_release_to_chunks_of_their_own(
     assert await release_next(db, parent) == children[0]
     assert await census(db, children) == {("waiting", 1): CHILDREN}
 
-    row = await db.fetchrow(RELEASE_SQL, parent, None)
+    row = await db.fetchrow(RELEASE_SQL, parent, RELEASE_CHUNK, None)
     assert row is not None and row["moved"] and row["next"] == children[RELEASE_CHUNK]
     assert await census(db, children[:RELEASE_CHUNK]) == {("enqueued", 0): RELEASE_CHUNK}
     assert await census(db, children[RELEASE_CHUNK:]) == {("waiting", 1): CHILDREN - RELEASE_CHUNK}
@@ -103,8 +103,8 @@ async def test_releasers_side_by_side_count_each_edge_once(
     try:
         async with repo._connection() as one, other._connection() as two:
             await asyncio.gather(
-                releases.release_rest(repo, one, parent),
-                releases.release_rest(other, two, parent),
+                releases.release_chunks(repo, one, parent, releases.after_first()),
+                releases.release_chunks(other, two, parent, releases.after_first()),
                 other.rescue_stale(utcnow() + timedelta(seconds=1)),
             )
     finally:
@@ -118,12 +118,12 @@ async def test_a_child_added_during_a_release_waits_for_it_and_is_released(
 ) -> None:
     parent, _, children = await fan_out(repo)
     await complete_only(db, parent)
-    await db.fetchrow(RELEASE_SQL, parent, None)
+    await db.fetchrow(RELEASE_SQL, parent, RELEASE_CHUNK, None)
     (late,) = await repo.create_tasks([NewTask("late", FUNCTION, parent_ids=(parent,))])
     assert await census(db, [late]) == {("waiting", 1): 1}
 
     async with repo._connection() as conn:
-        await releases.release_rest(repo, conn, parent)
+        assert await releases.release_chunks(repo, conn, parent, releases.after_first())
     assert await census(db, [*children, late]) == {("enqueued", 0): CHILDREN + 1}
     # Once the release is over, a new child of the parent starts ready.
     (after,) = await repo.create_tasks([NewTask("after", FUNCTION, parent_ids=(parent,))])
@@ -135,6 +135,9 @@ async def test_complete_tasks_hands_a_big_release_to_the_background(
 ) -> None:
     parent, _, children = await fan_out(repo)
     assert await repo.complete_tasks("s", [Outcome(parent, TaskState.DONE)]) == [parent]
+    # The first chunk is released before complete_tasks returns, the rest after.
+    first = releases.FIRST_CHUNK
+    assert await census(db, children[:first]) == {("enqueued", 0): first}
     await repo._releaser.settled()
     assert await release_next(db, parent) is None
     assert await census(db, children) == {("enqueued", 0): CHILDREN}

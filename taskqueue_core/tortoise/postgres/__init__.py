@@ -11,9 +11,9 @@ Hot paths are hand-written SQL, one statement per batch:
   in data-modifying CTEs of the same statement, releases the children of tasks done, fails or
   cancels the waiting descendants of tasks failed or cancelled (a recursive CTE), and sends
   the NOTIFY payloads. Being one statement, it is atomic without an explicit transaction.
-  A task with more than ``RELEASE_CHUNK`` children is released after that statement, in
-  chunks of their own statements (``releases``), so that its first children can run while the
-  others are released.
+  The children of a task with more than ``RELEASE_CHUNK`` are released after that statement,
+  in chunks of their own statements (``releases``), so that its first children can run while
+  the others are released.
 - **create**: ids come from the sequence in the insert statement itself (``nextval`` over
   ``generate_series``, as one sorted array), so tasks and their dependency edges (batch
   parents resolved by position, subscripting that array) go in with one ``INSERT ... SELECT

@@ -20,6 +20,7 @@ import asyncpg
 from taskqueue_core.exceptions import InvalidTransition
 from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, json_text, storable_text, utc
 from taskqueue_core.models import NewLogRecord, Outcome, TaskState
+from taskqueue_core.tortoise.postgres import releases
 from taskqueue_core.tortoise.postgres.cascades import GUARD_ROUNDS, finish_cascade
 from taskqueue_core.tortoise.postgres.connections import fetchrow
 from taskqueue_core.tortoise.postgres.events import emit_local
@@ -116,7 +117,7 @@ async def complete(
         cascaded = await finish_cascade(repo, conn, row["kill_left"])
         emit_local(repo, ready=row["ready"], ended=[*row["ended"], *cascaded])
         if row["releasing"]:
-            repo._releaser.add(row["releasing"])
+            await releases.start(repo, conn, row["releasing"])
         contended = set(row["contended"])
         if not contended:
             return

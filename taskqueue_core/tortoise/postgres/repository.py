@@ -267,8 +267,9 @@ class PostgresRepository:
         not JSON, before anything is written.
 
         The children of a task done are released in the same statement, unless it has more
-        than ``RELEASE_CHUNK``: those are released in the background, in chunks, starting
-        when this returns (see ``releases``; ``close`` waits for them).
+        than ``RELEASE_CHUNK``: then a first chunk of them is released before this returns
+        and the rest in the background, in chunks (see ``releases``; ``close`` waits for
+        them).
         """
         batch = execution.completions(outcomes)
         if not batch:

@@ -177,7 +177,7 @@ def notify_column(param: str) -> str:
 
 RELEASE_CHUNK = 1000
 """Most children a done task releases in the statement that completes it (``COMPLETE_SQL``),
-and the size of each chunk of a bigger release (``RELEASE_SQL``)."""
+and the most a chunk of a bigger release holds (``RELEASE_SQL``, see ``releases``)."""
 
 # Outcomes of a batch. ``pre`` is the snapshot's view of the rows this server still runs
 # (with their xmin); ``upd`` applies each outcome to the row only if it is that very version.
@@ -634,9 +634,9 @@ FROM queued_task_workers WHERE is_running
 """
 
 
-# One chunk of a release (``releases``): the next ``RELEASE_CHUNK`` children of task $1 from
-# its ``release_next`` on. ``moved`` advances ``release_next`` to the first child beyond the
-# chunk (NULL: the release is over) only on the row version read (``xmin``) with the
+# One chunk of a release (``releases``): the next $2 children of task $1 from its
+# ``release_next`` on. ``moved`` advances ``release_next`` to the first child beyond the chunk
+# (NULL: the release is over) only on the row version read (``xmin``) with the
 # ``release_next`` read, so that two releasers (a worker and the reaper) never both count an
 # edge: the one that loses moves nothing and releases nothing. A new child locks the parent
 # (``TOUCH_SQL``) and so changes its ``xmin``: a chunk whose snapshot missed the child's edge
@@ -652,15 +652,11 @@ span AS (
     SELECT d.task_id FROM queued_task_dependencies AS d
     WHERE d.parent_id = $1 AND d.task_id >= (SELECT start FROM p)
     ORDER BY d.task_id
-    LIMIT """
-    + str(RELEASE_CHUNK + 1)
-    + """
+    LIMIT $2::int + 1
 ),
 moved AS (
     UPDATE queued_tasks AS t SET release_next = (
-        SELECT task_id FROM span ORDER BY task_id OFFSET """
-    + str(RELEASE_CHUNK)
-    + """ LIMIT 1
+        SELECT task_id FROM span ORDER BY task_id OFFSET $2::int LIMIT 1
     )
     FROM p
     WHERE t.id = $1 AND t.xmin = p.snap AND t.release_next = p.start
@@ -689,7 +685,7 @@ SELECT
     (SELECT next FROM moved) AS next,
     ARRAY(SELECT channel FROM ready) AS ready,
     """
-    + notify_column("$2")
+    + notify_column("$3")
 )
 
 # Releases whose worker stopped before the last chunk: the tasks done before $1 whose

@@ -101,7 +101,7 @@ async def test_releasers_side_by_side_count_each_edge_once(
     other = PostgresRepository(pg_url)
     await other.open()
     try:
-        async with repo._connection() as one, other._connection() as two:
+        async with repo._connection() as one, other._connection() as two, asyncio.timeout(30):
             await asyncio.gather(
                 releases.release_chunks(repo, one, parent, releases.after_first()),
                 releases.release_chunks(other, two, parent, releases.after_first()),

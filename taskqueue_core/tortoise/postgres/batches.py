@@ -35,7 +35,8 @@ from taskqueue_core.models import FunctionRef, NewTask, TaskState
 T = TypeVar("T")
 
 _JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-"""``encode``'s encoder, built once (``json.dumps`` with options builds one per call)."""
+"""The encoder of ``limits.json_text``'s options, built once (``json.dumps`` with options builds
+one per call): the fast paths encode whole columns with it, and check NULs after."""
 
 _NONE_TYPE = type(None)
 

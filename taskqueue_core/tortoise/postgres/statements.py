@@ -2,9 +2,9 @@
 functions that build it.
 
 Statements assembled from fragments (the cascade CTEs, the NOTIFY payloads) are built once,
-at import. Parameters are positional (``$1``, ...) in the
-order the repository passes them. The comment above each statement says why it is spelled
-the way it is; the ``xmin`` guards they share are explained in the package docstring.
+at import. Parameters are positional (``$1``, ...) in the order the repository passes them.
+The comment above each statement says why it is spelled the way it is; the ``xmin`` guards
+they share are explained in the package docstring.
 """
 
 from __future__ import annotations

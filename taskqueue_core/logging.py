@@ -6,7 +6,9 @@ arguments, ``exc_info=``, ``stacklevel=``, ``extra=``). Every call goes to logur
 printed by loguru's handlers like any other loguru line. Inside a running task every record,
 from a ``TaskLogger`` or from ``loguru.logger`` directly, also becomes a row of
 ``queued_task_logs``: a ``TaskLogger``'s through a loguru patcher (before any handler runs),
-``loguru.logger``'s through a loguru sink installed by this module (once per process):
+``loguru.logger``'s through a loguru sink installed by this module (once per process). A
+``TaskLogger`` line inside a task that no loguru handler would print (no handler takes its
+level) is stored directly, without building loguru's record (``_only_stored``). A row has:
 
 - ``type``: ``debug``, ``info``, ``warning``, ``error`` or ``critical`` (loguru's ``TRACE``
   is not stored; ``SUCCESS`` is stored as ``info``);
@@ -24,6 +26,7 @@ how many were dropped.
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 import threading
@@ -209,11 +212,67 @@ class TaskLogger:
                 + "".join(traceback.format_stack(sys._getframe(stacklevel + 1)))
             )
         if not extra and stacklevel == 1 and (exc_info is None or exc_info is False):
+            ctx = current_context()
+            level_no = _STORED_LEVELS.get(level)
+            if ctx is not None and level_no is not None and _only_stored(level_no):
+                # No loguru handler would print the line: store it without building loguru's
+                # record (its caller's frame, local time, process and thread), which costs
+                # several times what storing does.
+                ctx.writer.add_log(
+                    NewLogRecord(
+                        ctx.task_id, _type(level_no), self.name, message, None, datetime.now(UTC)
+                    )
+                )
+                return
             self._direct.log(level, message)
             return
         bound = self._logger.bind(**extra) if extra else self._logger
         # depth: skip _log and the public method so loguru reports the caller's location.
         bound.opt(depth=stacklevel + 1, exception=_exception(exc_info)).log(level, message)
+
+
+_STORED_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+"""The level names whose lines may skip loguru (``_only_stored``): the standard ones, whose
+numbers loguru cannot change. Any other name (``SUCCESS``, a custom level) goes to loguru."""
+
+# The values of ``logger.contextualize()``, which a stored line must not lose (``_only_stored``).
+# Without it (another loguru layout), ``_only_stored`` is always False.
+_loguru_context: Any = getattr(importlib.import_module("loguru._logger"), "context", None)
+
+_handlers_seen: tuple[object, float] = ({}, float("inf"))
+"""loguru's last dict of handlers and the lowest level of those not the task sink (loguru
+replaces the dict whenever a handler is added or removed, so the dict itself is the key)."""
+
+
+def _only_stored(level_no: int) -> bool:
+    """Whether loguru, given a ``TaskLogger`` line of ``level_no``, would only store it: no
+    handler but the task sink takes that level, and nothing global would change the record
+    (a patcher or ``extra`` set by ``logger.configure``, ``logger.contextualize`` values,
+    a module disabled with ``logger.disable``).
+
+    loguru has no public API for this, so its core is read; anything unexpected there answers
+    False, and the line goes through loguru as usual.
+    """
+    global _handlers_seen
+    core: Any = getattr(_loguru, "_core", None)
+    try:
+        if (
+            core.patcher is not None
+            or core.extra
+            or core.activation_list
+            or not core.activation_none
+        ):
+            return False
+        handlers = core.handlers
+        seen, lowest = _handlers_seen
+        if handlers is not seen:
+            lowest = min(
+                (h.levelno for i, h in handlers.items() if i != _sink_id), default=float("inf")
+            )
+            _handlers_seen = (handlers, lowest)
+        return level_no < lowest and not _loguru_context.get()
+    except (AttributeError, TypeError):
+        return False
 
 
 _loggers: dict[str, TaskLogger] = {}

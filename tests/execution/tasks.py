@@ -203,6 +203,17 @@ async def log_everything(label: str) -> str:
     return label
 
 
+async def log_plain(label: str) -> str:
+    """Plain lines at each standard level, and one at loguru's SUCCESS."""
+    log = getLogger("tests.plain")
+    log.debug("debug %s", label)
+    log.info("info %s", label)
+    log.warning("warning %s", label)
+    log.log("SUCCESS", "success %s", label)
+    log.critical("critical %s", label)
+    return label
+
+
 def sync_log(label: str) -> str:
     getLogger("tests.thread").info("from a thread: %s", label)
     loguru_logger.warning("loguru from a thread")

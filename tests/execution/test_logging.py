@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+
 import pytest
 from loguru import logger as loguru_logger
 
+from taskqueue_core import logging as task_logging
 from taskqueue_core.logging import LogBuffer, TaskLogger, get_logger, getLogger, install_task_sink
 from taskqueue_core.models import LogRecord, NewLogRecord
 from taskqueue_core.queue import TaskQueue
@@ -24,8 +28,42 @@ async def _all_logs(queue: TaskQueue, task_id: int) -> list[LogRecord]:
         after = page[-1].id
 
 
+@pytest.fixture
+def console_at_warning() -> Iterator[list[str]]:
+    """loguru's console handler replaced, for the test, by one that prints WARNING and above
+    (into the list it yields): lines below WARNING are stored without going through loguru."""
+    install_task_sink()
+    consoles = [
+        i
+        for i in loguru_logger._core.handlers  # type: ignore[attr-defined]
+        if i != task_logging._sink_id
+    ]
+    for handler_id in consoles:
+        loguru_logger.remove(handler_id)
+    printed: list[str] = []
+    sink = loguru_logger.add(lambda m: printed.append(m.record["message"]), level="WARNING")
+    try:
+        yield printed
+    finally:
+        loguru_logger.remove(sink)
+        if consoles:
+            # A console at DEBUG again; it looks sys.stderr up on every line, as pytest swaps
+            # it per test.
+            loguru_logger.add(lambda m: sys.stderr.write(m), level="DEBUG")
+
+
+@pytest.fixture(params=["console", "warning-console"])
+def console(request: pytest.FixtureRequest) -> Iterator[list[str] | None]:
+    """Each test twice: with loguru's console handler (every line goes through loguru), and
+    with a console at WARNING (lines below are only stored, see ``console_at_warning``)."""
+    if request.param == "console":
+        yield None
+    else:
+        yield request.getfixturevalue("console_at_warning")
+
+
 async def test_task_logs_reach_the_table_with_levels_names_extra_and_tracebacks(
-    queue_all: TaskQueue,
+    queue_all: TaskQueue, console: list[str] | None
 ) -> None:
     queue = queue_all
     ref = queue.add_task(tasks.log_everything, "x")
@@ -55,7 +93,9 @@ async def test_task_logs_reach_the_table_with_levels_names_extra_and_tracebacks(
     assert all(r.date_created.tzinfo is not None for r in rows)
 
 
-async def test_loguru_context_fields_are_stored_and_trace_lines_are_not(queue: TaskQueue) -> None:
+async def test_loguru_context_fields_are_stored_and_trace_lines_are_not(
+    queue: TaskQueue, console: list[str] | None
+) -> None:
     ref = queue.add_task(tasks.log_with_loguru_context, "r-1")
     await run_until_idle(queue)
     assert await ref.wait(5) == "r-1"
@@ -70,8 +110,6 @@ async def test_loguru_context_fields_are_stored_and_trace_lines_are_not(queue: T
 async def test_a_line_that_cannot_be_stored_does_not_fail_the_task(
     queue: TaskQueue, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from taskqueue_core import logging as task_logging
-
     def refuse(record: object) -> None:
         raise RuntimeError("storage refused")
 
@@ -170,6 +208,41 @@ def test_the_logger_api_is_the_standard_librarys() -> None:
         ("ERROR", "with exc_info"),
     ]
     assert lines[2][2]["k"] == 1
+
+
+async def test_lines_no_handler_prints_are_stored_alike_and_the_rest_still_printed(
+    queue: TaskQueue, console_at_warning: list[str]
+) -> None:
+    ref = queue.add_task(tasks.log_plain, "p")
+    await run_until_idle(queue)
+    assert await ref.wait(5) == "p"
+    rows = await _all_logs(queue, await ref.get_task_id())
+    assert [(r.type, r.name, r.message, r.info) for r in rows] == [
+        ("debug", "tests.plain", "debug p", None),
+        ("info", "tests.plain", "info p", None),
+        ("warning", "tests.plain", "warning p", None),
+        ("info", "tests.plain", "success p", None),
+        ("critical", "tests.plain", "critical p", None),
+    ]
+    assert all(r.date_created.tzinfo is not None for r in rows)
+    dates = [r.date_created for r in rows]
+    assert dates == sorted(dates)
+    # The console still prints what its level takes, and only that.
+    assert console_at_warning == ["warning p", "critical p"]
+
+
+async def test_fields_loguru_adds_to_every_record_keep_lines_going_through_loguru(
+    queue: TaskQueue, console_at_warning: list[str]
+) -> None:
+    loguru_logger.configure(extra={"service": "billing"})
+    try:
+        ref = queue.add_task(tasks.log_plain, "q")
+        await run_until_idle(queue)
+        assert await ref.wait(5) == "q"
+    finally:
+        loguru_logger.configure(extra={})
+    rows = await _all_logs(queue, await ref.get_task_id())
+    assert {r.message: r.info for r in rows}["info q"] == {"service": "billing"}
 
 
 def test_install_task_sink_is_idempotent() -> None:

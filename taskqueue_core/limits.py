@@ -113,12 +113,17 @@ def unique(values: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+JSON_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+"""The encoder of ``json_text`` (compact, no NaN), built once: ``json.dumps`` with options
+builds one per call, which costs as much as encoding a small value."""
+
+
 def json_text(value: Any, what: str) -> str:
     """``value`` as compact JSON text for a JSON column; ``ArgumentNotSerializable`` naming
     ``what`` when it is not JSON (a set, NaN) or holds a NUL character in a string or a key
     (PostgreSQL's jsonb refuses it, so every backend refuses it alike)."""
     try:
-        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        text = JSON_ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from exc
     if json_has_nul(text):

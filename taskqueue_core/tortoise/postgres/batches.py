@@ -9,7 +9,6 @@ its existing parents. Together they are the arguments of ``inserts.CREATE_SQL`` 
 
 from __future__ import annotations
 
-import json
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from taskqueue_core.exceptions import InvalidTaskError
 from taskqueue_core.limits import (
     CHANNEL_MAX,
     INT32_MAX,
+    JSON_ENCODER,
     NAME_MAX,
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -33,10 +33,6 @@ from taskqueue_core.limits import (
 from taskqueue_core.models import FunctionRef, NewTask, TaskState
 
 T = TypeVar("T")
-
-_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-"""The encoder of ``limits.json_text``'s options, built once (``json.dumps`` with options builds
-one per call): the fast paths encode whole columns with it, and check NULs after."""
 
 _NONE_TYPE = type(None)
 
@@ -223,9 +219,9 @@ def _batch_of_one(new: NewTask) -> Batch | None:
             return None
     try:
         texts = (
-            _JSON.encode(args) if args else "[]",
-            _JSON.encode(kwargs) if kwargs else "{}",
-            _JSON.encode(context) if context else "{}",
+            JSON_ENCODER.encode(args) if args else "[]",
+            JSON_ENCODER.encode(kwargs) if kwargs else "{}",
+            JSON_ENCODER.encode(context) if context else "{}",
         )
     except (TypeError, ValueError, RecursionError):
         return None
@@ -354,7 +350,7 @@ def _json_column(values: Sequence[Any], empty: str) -> tuple[str | None, str | N
     """A JSON column as ``(document, None)``, or ``(None, empty)`` when every value is empty."""
     if not any(values):
         return None, empty
-    return _JSON.encode(values), None
+    return JSON_ENCODER.encode(values), None
 
 
 def _batch_by_task(prepared: list[_Prepared]) -> Batch:

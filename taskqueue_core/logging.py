@@ -256,13 +256,6 @@ def _only_stored(level_no: int) -> bool:
     global _handlers_seen
     core: Any = getattr(_loguru, "_core", None)
     try:
-        if (
-            core.patcher is not None
-            or core.extra
-            or core.activation_list
-            or not core.activation_none
-        ):
-            return False
         handlers = core.handlers
         seen, lowest = _handlers_seen
         if handlers is not seen:
@@ -270,7 +263,15 @@ def _only_stored(level_no: int) -> bool:
                 (h.levelno for i, h in handlers.items() if i != _sink_id), default=float("inf")
             )
             _handlers_seen = (handlers, lowest)
-        return level_no < lowest and not _loguru_context.get()
+        # The level first: with a console that prints the line, nothing else is read.
+        return not (
+            level_no >= lowest
+            or core.patcher is not None
+            or core.extra
+            or core.activation_list
+            or not core.activation_none
+            or _loguru_context.get()
+        )
     except (AttributeError, TypeError):
         return False
 

@@ -26,7 +26,6 @@ how many were dropped.
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import threading
@@ -237,7 +236,11 @@ numbers loguru cannot change. Any other name (``SUCCESS``, a custom level) goes 
 
 # The values of ``logger.contextualize()``, which a stored line must not lose (``_only_stored``).
 # Without it (another loguru layout), ``_only_stored`` is always False.
-_loguru_context: Any = getattr(importlib.import_module("loguru._logger"), "context", None)
+_loguru_context: Any
+try:
+    from loguru._logger import context as _loguru_context
+except ImportError:  # pragma: no cover - depends on loguru's layout
+    _loguru_context = None
 
 _handlers_seen: tuple[object, float] = ({}, float("inf"))
 """loguru's last dict of handlers and the lowest level of those not the task sink (loguru

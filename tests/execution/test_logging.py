@@ -49,7 +49,7 @@ def console_at_warning() -> Iterator[list[str]]:
         if consoles:
             # A console at DEBUG again; it looks sys.stderr up on every line, as pytest swaps
             # it per test.
-            loguru_logger.add(lambda m: sys.stderr.write(m), level="DEBUG")
+            loguru_logger.add(lambda m: print(m, end="", file=sys.stderr), level="DEBUG")
 
 
 @pytest.fixture(params=["console", "warning-console"])
@@ -243,6 +243,24 @@ async def test_fields_loguru_adds_to_every_record_keep_lines_going_through_logur
         loguru_logger.configure(extra={})
     rows = await _all_logs(queue, await ref.get_task_id())
     assert {r.message: r.info for r in rows}["info q"] == {"service": "billing"}
+
+
+def test_a_line_skips_loguru_only_while_no_handler_takes_its_level(
+    console_at_warning: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert task_logging._only_stored(20)
+    assert not task_logging._only_stored(30)
+    sink = loguru_logger.add(lambda m: None, level="DEBUG")
+    try:
+        assert not task_logging._only_stored(20)  # a handler added later is seen at once
+    finally:
+        loguru_logger.remove(sink)
+    assert task_logging._only_stored(20)
+    with loguru_logger.contextualize(request="r"):
+        assert not task_logging._only_stored(20)
+    # A loguru without what is read here: every line goes through loguru.
+    monkeypatch.setattr(task_logging, "_loguru_context", None)
+    assert not task_logging._only_stored(20)
 
 
 def test_install_task_sink_is_idempotent() -> None:

@@ -116,6 +116,9 @@ class PostgresRepository:
         self._subscriptions: set[ListenerSubscription] = set()
         self._local = LocalSubscribers()
         self._releaser = Releaser(self)
+        self._spare: tuple[Any, asyncpg.Connection] | None = None
+        """The lease (Tortoise's pool wrapper, its connection) that ``_connection`` keeps
+        between calls, own pool only."""
 
     def __repr__(self) -> str:
         return f"<PostgresRepository channel={self.notify_channel!r} notify={self.use_notify}>"
@@ -164,6 +167,11 @@ class PostgresRepository:
         if listener is not None:
             await listener.close()
         context, self._context = self._context, None
+        # No connection is kept once the context is gone (see ``_connection``): give back
+        # the spare before the pool closes, which waits for every connection lent.
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            await _give_back(spare)
         if context is not None:
             self._client = None
             with contextlib.suppress(*DRIVER_ERRORS):
@@ -173,15 +181,45 @@ class PostgresRepository:
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """A raw asyncpg connection from the client's pool; driver errors become ours."""
+        """A raw asyncpg connection from the client's pool; driver errors become ours.
+
+        With the repository's own pool, the connection of a call that ended cleanly (no
+        error, no transaction left open) is kept as the spare and lent to the next call
+        instead of going back to the pool: the pool's acquire and release cost 35 to 50 µs
+        of CPU, as much as a short statement's own client work. One connection at most is
+        kept, and ``close`` gives it back. The connections of a host's client (``client=``)
+        always go back to its pool, which serves the application too.
+        """
         client = self._client
         if client is None:
             raise RepositoryError("the repository is not open")
+        lease, self._spare = self._spare, None
         try:
-            async with client.acquire_connection() as conn:
-                yield conn
-        except DRIVER_ERRORS as exc:
-            raise RepositoryError(f"task database error: {exc}") from exc
+            if lease is not None and _lost(lease[1]):
+                # Lost while spare (the server ended it): the pool cleans it up.
+                await _give_back(lease)
+                lease = None
+            if lease is None:
+                wrapper = client.acquire_connection()
+                lease = (wrapper, await wrapper.__aenter__())
+            yield lease[1]
+        except BaseException as exc:
+            if lease is not None:
+                await _give_back(lease, exc)
+            if isinstance(exc, DRIVER_ERRORS):
+                raise RepositoryError(f"task database error: {exc}") from exc
+            raise
+        conn = lease[1]
+        if (
+            self._spare is None
+            and self._client is client
+            and self._context is not None
+            and not _lost(conn)
+            and not conn.is_in_transaction()
+        ):
+            self._spare = lease
+        else:
+            await _give_back(lease)
 
     async def _write(self, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
         """Run ``work`` on a connection, again (a few times) if it lost a deadlock."""
@@ -437,3 +475,22 @@ class PostgresRepository:
     async def publish(self, event: Event) -> None:
         """Send ``event`` to every subscriber (other processes too, with NOTIFY)."""
         await events.publish(self, event)
+
+
+def _lost(conn: asyncpg.Connection) -> bool:
+    """Whether a lent connection can no longer be used: closed, or already taken back by its
+    pool (asyncpg does that when the server ends a pooled connection)."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
+        return True
+
+
+async def _give_back(
+    lease: tuple[Any, asyncpg.Connection], error: BaseException | None = None
+) -> None:
+    """Return a lease of ``PostgresRepository._connection`` to its pool, which rolls back a
+    transaction left open and drops a broken connection. A failure there is not the
+    caller's: the work is done, or its own error is on its way."""
+    with contextlib.suppress(*DRIVER_ERRORS):
+        await lease[0].__aexit__(None if error is None else type(error), error, None)

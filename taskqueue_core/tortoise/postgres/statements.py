@@ -462,12 +462,11 @@ SELECT
     + notify_column("$2")
 )
 
-# Makes the parents of a task being created (or restored) depend-able: the row lock orders
-# this writer against anyone ending the parent, and the new row version (new xmin) makes a
-# concurrent guarded statement that read the old version skip the parent and retry.
-# Locks the existing parents of a creation batch (see the package docstring) and reads their
-# states. A parent done whose children are still being released (``release_next`` set) reads
-# as ``doing``: its new child waits for it, and a later chunk of the release, which reads the
+# Makes the existing parents of a creation batch depend-able and reads their states: the row
+# lock orders this writer against anyone ending the parent, and the new row version (new xmin)
+# makes a concurrent guarded statement that read the old version skip the parent and retry. A
+# parent done whose children are still being released (``release_next`` set) reads as
+# ``doing``: its new child waits for it, and a later chunk of the release, which reads the
 # children from ``release_next`` on, releases it (a new child's id is above every existing one).
 TOUCH_SQL = """
 UPDATE queued_tasks AS p SET state = p.state

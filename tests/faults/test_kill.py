@@ -162,12 +162,13 @@ async def test_sigkill_in_the_middle_of_a_big_release_loses_no_child(
     runs = await probe.executions()
     assert set(runs) == {"parent", *(f"c{i}" for i in range(CHILDREN))}
     assert runs["parent"] == [victim.pid]
+    # ``children`` is in id order, which is the order of the calls.
     rescued = {
         f"c{i}"
         for i, row in enumerate(
             await probe.fetch(
                 "SELECT retry_count FROM queued_tasks WHERE id = ANY($1::bigint[]) ORDER BY id",
-                [await ref.get_task_id() for ref in refs],
+                children,
             )
         )
         if row["retry_count"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
 
 from taskqueue_core.tortoise.postgres import PostgresRepository
+from taskqueue_core.tortoise.schema import tortoise_config
 from tests.conftest import _asyncpg_url
 
 pytestmark = pytest.mark.postgres
@@ -32,3 +35,20 @@ async def db(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
+
+
+@pytest.fixture
+async def host_client(pg_url: str) -> AsyncIterator[Any]:
+    """A host application's Tortoise client (with the taskqueue models) on the test's database,
+    for ``PostgresRepository(client=...)``; closed after the test, within a bound (its pool
+    waits for every connection lent)."""
+    from tortoise.context import TortoiseContext
+
+    context = TortoiseContext()
+    with context:
+        await context.init(config=tortoise_config(pg_url))
+        client = context.db("taskqueue")
+    try:
+        yield client
+    finally:
+        await asyncio.wait_for(context.close_connections(), timeout=20)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -10,7 +11,6 @@ import pytest
 from taskqueue_core.exceptions import RepositoryError
 from taskqueue_core.models import FunctionRef, NewTask
 from taskqueue_core.tortoise.postgres import PostgresRepository
-from taskqueue_core.tortoise.schema import tortoise_config
 from tests.faults.harness import wait_until
 
 pytestmark = pytest.mark.postgres
@@ -85,18 +85,11 @@ async def test_close_gives_the_spare_back_so_the_pool_closes(pg_url: str) -> Non
         await _pid(repo)
 
 
-async def test_a_host_clients_connections_all_go_back_to_its_pool(pg_url: str) -> None:
-    from tortoise.context import TortoiseContext
-
-    context = TortoiseContext()
-    with context:
-        await context.init(config=tortoise_config(pg_url))
-        client = context.db("taskqueue")
-        try:
-            repo = PostgresRepository(pg_url, client=client)
-            await repo.open()
-            await _pid(repo)
-            assert repo._spare is None
-            await repo.close()
-        finally:
-            await asyncio.wait_for(context.close_connections(), timeout=20)
+async def test_a_host_clients_connections_all_go_back_to_its_pool(
+    pg_url: str, host_client: Any
+) -> None:
+    repo = PostgresRepository(pg_url, client=host_client)
+    await repo.open()
+    await _pid(repo)
+    assert repo._spare is None
+    await repo.close()

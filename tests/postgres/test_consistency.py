@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -239,24 +240,15 @@ async def test_calls_before_open_are_repository_errors(pg_url: str) -> None:
         await repo.get_states([1])
 
 
-async def test_a_host_client_is_used_and_left_open(pg_url: str) -> None:
-    from tortoise.context import TortoiseContext
-
-    context = TortoiseContext()
-    with context:
-        await context.init(config=tortoise_config(pg_url))
-        client = context.db("taskqueue")
-        try:
-            repo = PostgresRepository(pg_url, client=client)
-            await repo.open()
-            (task_id,) = await repo.create_tasks([NewTask("host", FUNCTION)])
-            await repo.close()
-            rows = await client.execute_query_dict(
-                "SELECT name FROM queued_tasks WHERE id = $1", [task_id]
-            )
-            assert rows == [{"name": "host"}]
-        finally:
-            await context.close_connections()
+async def test_a_host_client_is_used_and_left_open(pg_url: str, host_client: Any) -> None:
+    repo = PostgresRepository(pg_url, client=host_client)
+    await repo.open()
+    (task_id,) = await repo.create_tasks([NewTask("host", FUNCTION)])
+    await repo.close()
+    rows = await host_client.execute_query_dict(
+        "SELECT name FROM queued_tasks WHERE id = $1", [task_id]
+    )
+    assert rows == [{"name": "host"}]
 
 
 async def test_a_client_that_is_not_asyncpg_is_refused(pg_url: str) -> None:

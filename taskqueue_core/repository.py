@@ -62,6 +62,14 @@ class TaskRepository(Protocol):
     """True when events reach other processes (PostgreSQL LISTEN/NOTIFY). When False, events
     reach only subscribers in this process and other processes must poll."""
 
+    concurrent_creations: int
+    """How many ``create_tasks`` calls the queue's background writer runs at once, each with
+    part of a big round of ``add_task`` calls: 2 where calls at once are written in parallel
+    (PostgreSQL: each on its own connection, each by its own server process), 1 where they
+    would only wait for each other (the embedded backends). Those calls are separate
+    transactions, so tasks of different parts may be claimed before one another; each
+    part's tasks keep their order."""
+
     # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self) -> None:

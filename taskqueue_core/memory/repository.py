@@ -45,6 +45,7 @@ class InMemoryRepository:
     """
 
     supports_notify: bool = False
+    concurrent_creations: int = 1
 
     def __init__(self, *, clock: Callable[[], datetime] | None = None) -> None:
         self._store = Store(clock or (lambda: datetime.now(UTC)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -24,6 +25,25 @@ from tests.contract.helpers import (
 
 async def test_supports_notify_only_on_postgres(repository: TaskRepository, backend: str) -> None:
     assert repository.supports_notify is (backend == "postgres")
+
+
+async def test_creation_writes_in_parallel_only_on_postgres(
+    repository: TaskRepository, backend: str
+) -> None:
+    assert repository.concurrent_creations == (2 if backend == "postgres" else 1)
+
+
+async def test_creations_at_once_each_get_their_ids_in_order(repository: TaskRepository) -> None:
+    # What the background writer does with a big round (``concurrent_creations`` > 1).
+    parts = [[new(f"{part}-{i}") for i in range(300)] for part in "abc"]
+    written = await asyncio.gather(*(repository.create_tasks(tasks) for tasks in parts))
+    for ids in written:
+        assert ids == sorted(ids) and len(ids) == 300
+    everything = [task_id for ids in written for task_id in ids]
+    assert len(set(everything)) == 900
+    stored = await repository.get_tasks(everything)
+    assert [t.name for t in stored] == [t.name for tasks in parts for t in tasks]
+    assert {t.state for t in stored} == {TaskState.ENQUEUED}
 
 
 async def test_open_and_close_are_idempotent(repository: TaskRepository) -> None:

@@ -27,14 +27,15 @@ from tests.core.conftest import CountingRepository
 from tests.core.tasks import add, send_email
 
 
-async def test_one_tick_of_1000_add_task_is_one_create_tasks_call(
+async def test_one_tick_of_1000_add_task_is_one_round_of_writes(
     queue: TaskQueue, counting: CountingRepository
 ) -> None:
     refs = [queue.add_task(add, i, i) for i in range(1000)]
     assert counting.create_calls == []  # nothing written yet: add_task returned at once
     ids = await asyncio.wait_for(asyncio.gather(*(r.get_task_id() for r in refs)), 30)
-    assert len(counting.create_calls) == 1
-    assert len(counting.create_calls[0]) == 1000
+    # One call, or (PostgreSQL) two halves written at once.
+    ways = counting.concurrent_creations
+    assert [len(c) for c in counting.create_calls] == [1000 // ways] * ways
     assert len(set(ids)) == 1000
     stored = await queue.repository.get_tasks(ids)
     assert [t.args for t in stored] == [[i, i] for i in range(1000)]
@@ -360,10 +361,11 @@ async def test_a_cancelled_flusher_fails_its_refs_and_a_new_one_takes_over(
 
 
 async def test_more_than_a_batch_is_split_and_parents_cross_the_split(
-    queue: TaskQueue, counting: CountingRepository
+    queue: TaskQueue, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from taskqueue_core.queue import MAX_BATCH_SIZE
 
+    monkeypatch.setattr(counting, "concurrent_creations", 1, raising=False)  # one write a round
     refs = [queue.add_task(add, i, 0) for i in range(MAX_BATCH_SIZE)]
     child = queue.add_task(add, -1, 0, parent=refs[0])  # lands in the second call
     await asyncio.wait_for(queue.flush(), 60)
@@ -371,6 +373,93 @@ async def test_more_than_a_batch_is_split_and_parents_cross_the_split(
     assert counting.create_calls[1][0].parent_ids == (await refs[0].get_task_id(),)
     stored = await queue.get_task(await child.get_task_id())
     assert stored.parent_task == await refs[0].get_task_id()
+
+
+class Parallel:
+    """Makes ``counting`` write big rounds in two parts, and lets a test see them run at
+    once: the first two ``create_tasks`` calls each wait (10 s at most) until both started."""
+
+    def __init__(self, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(counting, "concurrent_creations", 2, raising=False)
+        self.both_started = asyncio.Barrier(2)
+        self.calls = 0
+        write = counting.create_tasks
+
+        async def create_tasks(tasks: Any, **options: Any) -> list[int]:
+            self.calls += 1
+            if self.calls <= 2:
+                await asyncio.wait_for(self.both_started.wait(), 10)
+            return await write(tasks, **options)
+
+        monkeypatch.setattr(counting, "create_tasks", create_tasks)
+
+
+async def test_a_big_round_is_written_in_two_parts_at_once(
+    queue: TaskQueue, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskqueue_core.creation import PART_MIN
+
+    Parallel(counting, monkeypatch)
+    refs = [queue.add_task(add, i, 0) for i in range(2 * PART_MIN + 1)]
+    ids = await asyncio.wait_for(asyncio.gather(*(r.get_task_id() for r in refs)), 30)
+    # (The barrier would have timed out had the second part waited for the first.)
+    # Consecutive parts (the barrier lets them through in either order).
+    parts = sorted([t.args[0] for t in call] for call in counting.create_calls)
+    assert parts == [list(range(PART_MIN + 1)), list(range(PART_MIN + 1, 2 * PART_MIN + 1))]
+    first, second = ids[: PART_MIN + 1], ids[PART_MIN + 1 :]
+    assert first == sorted(first) and second == sorted(second)
+    assert len(set(ids)) == len(ids)
+    stored = await queue.repository.get_tasks(ids)
+    assert [t.args[0] for t in stored] == list(range(2 * PART_MIN + 1))
+
+
+async def test_a_small_round_is_one_write_even_where_writes_run_in_parallel(
+    queue: TaskQueue, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskqueue_core.creation import PART_MIN
+
+    monkeypatch.setattr(counting, "concurrent_creations", 2, raising=False)
+    refs = [queue.add_task(add, i, 0) for i in range(2 * PART_MIN - 1)]
+    await asyncio.wait_for(queue.flush(), 30)
+    assert [len(c) for c in counting.create_calls] == [2 * PART_MIN - 1]
+    assert all(r.created for r in refs)
+
+
+async def test_a_child_in_the_second_part_waits_for_its_parent_in_the_first(
+    queue: TaskQueue, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskqueue_core.creation import PART_MIN
+
+    monkeypatch.setattr(counting, "concurrent_creations", 2, raising=False)
+    refs = [queue.add_task(add, i, 0) for i in range(2 * PART_MIN - 2)]
+    child = queue.add_task(add, -1, 0, parent=refs[0])  # second part, parent in the first
+    sibling = queue.add_task(add, -2, 0, parent=[refs[-1], child])  # parents in its part
+    await asyncio.wait_for(queue.flush(), 30)
+    assert [len(c) for c in counting.create_calls] == [PART_MIN, PART_MIN]
+    parent_id = await refs[0].get_task_id()
+    assert counting.create_calls[1][-2].parent_ids == (parent_id,)
+    stored = await queue.get_task(await child.get_task_id())
+    assert stored.parent_task == parent_id and stored.state is TaskState.WAITING
+    last = await queue.get_task(await sibling.get_task_id())
+    assert last.parent_task == await refs[-1].get_task_id()
+    assert last.state is TaskState.WAITING
+
+
+async def test_a_refused_task_fails_alone_while_the_other_part_is_written(
+    queue: TaskQueue, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskqueue_core.creation import PART_MIN
+
+    parallel = Parallel(counting, monkeypatch)
+    counting.refuse("bad")
+    refs = [queue.add_task(add, i, 0) for i in range(2 * PART_MIN)]
+    bad = queue.add_task(add, 0, 0, name="bad")  # in the second part
+    await asyncio.wait_for(queue.flush(), 30)
+    assert parallel.calls > 2  # the second part was bisected
+    with pytest.raises(InvalidTaskError, match="refused by the database: bad"):
+        await bad.get_task_id()
+    assert all(r.created for r in refs)
+    assert (await queue.list_tasks(limit=1)).total == 2 * PART_MIN
 
 
 async def test_add_task_from_another_thread(queue: TaskQueue, counting: CountingRepository) -> None:

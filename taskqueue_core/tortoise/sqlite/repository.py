@@ -59,6 +59,8 @@ class SqliteRepository:
     """
 
     supports_notify: bool = False
+    concurrent_creations: int = 1
+    """One writer at a time: SQLite serializes writes anyway."""
 
     def __init__(self, database_url: str, *, client: Any = None) -> None:
         if not isinstance(database_url, str) or not database_url.startswith("sqlite://"):

@@ -265,17 +265,9 @@ class TaskQueue:
             raise InvalidTaskError(
                 f"enqueue_many takes a list of TaskCall, got {type(calls).__name__}"
             )
-        tasks: list[NewTask] = []
+        tasks = self._validator.prepare_many(calls, self.config, self.codec, "enqueue_many")
         parents: list[tuple[TaskRef | int, ...]] | None = None  # None while no call has any
         for position, call in enumerate(calls):
-            if not isinstance(call, TaskCall):
-                raise InvalidTaskError(
-                    f"enqueue_many: item {position} is a {type(call).__name__}, not a TaskCall"
-                )
-            try:
-                tasks.append(self._prepare(call))
-            except InvalidTaskError as exc:
-                raise type(exc)(f"enqueue_many: item {position}: {exc.message}") from exc
             if call.parent is not None:
                 if parents is None:
                     parents = [()] * position

@@ -1,13 +1,13 @@
 """Checking a task call before anything is written, and building the ``NewTask`` it becomes.
 
-``Validator.prepare`` is the one gate every creation passes (``add_task``, ``enqueue``,
-``enqueue_many``): it checks the function (storable, not a coroutine object, accepts the
-arguments), the options and the parents, copies the arguments to plain JSON, and returns
-the ``NewTask`` (without parents: ``Validator.parents`` gives them, refs possibly still
-pending). Anything wrong raises at once,
-naming the function and what is wrong: ``FunctionNotSerializable``,
-``ArgumentNotSerializable`` or ``InvalidTaskError``. A prepared task fits the storage
-columns (``taskqueue_core.limits``), so the background writer never meets a refusable value.
+``Validator.prepare`` is the one gate every creation passes (``add_task``, ``enqueue``, and
+``enqueue_many`` through ``prepare_many``): it checks the function (storable, not a coroutine
+object, accepts the arguments), the options and the parents, copies the arguments to plain
+JSON, and returns the ``NewTask`` (without parents: ``Validator.parents`` gives them, refs
+possibly still pending). Anything wrong raises at once, naming the function and what is
+wrong: ``FunctionNotSerializable``, ``ArgumentNotSerializable`` or ``InvalidTaskError``. A
+prepared task fits the storage columns (``taskqueue_core.limits``), so the background writer
+never meets a refusable value.
 
 ``check_task_id``, ``check_task_ids`` and ``check_channel`` check the arguments of the other verbs.
 """
@@ -108,16 +108,7 @@ class Validator:
         checked_channel, max_retries, checked_timeout, scheduled = _check_options(
             name, channel, priority, max_retries, timeout, delay, eta, config, label
         )
-        if type(raw_args) is not tuple and (
-            isinstance(raw_args, str | bytes) or not isinstance(raw_args, Sequence)
-        ):
-            raise InvalidTaskError(
-                f"{label}: args must be a list or tuple, got {type_name(raw_args)}"
-            )
-        if type(raw_kwargs) is not dict and not isinstance(raw_kwargs, Mapping):
-            raise InvalidTaskError(f"{label}: kwargs must be a dict, got {type_name(raw_kwargs)}")
-        args = to_json_args(raw_args, label)
-        kwargs = to_json_kwargs(raw_kwargs, label) if raw_kwargs else {}
+        args, kwargs = _arguments(raw_args, raw_kwargs, label)
         if info is not None and info.ref is not None and info.resolves(func):
             ref = info.ref
         else:
@@ -139,6 +130,55 @@ class Validator:
         if parent is not None:
             _check_parents(parent, label)
         return task
+
+    def prepare_many(
+        self, calls: Sequence[Any], config: QueueConfig, codec: FunctionCodec, verb: str
+    ) -> list[NewTask]:
+        """``prepare`` of each of ``calls``, in order, for the method ``verb``.
+
+        Consecutive calls of one function with the very same option objects share what
+        depends on those alone (the function's reference and signature, the checked
+        options): each of them is checked for its arguments and parents only. That is
+        ``prepare``'s answer too, since nothing replaces a function in its module while this
+        loop runs. Raises as ``prepare``, the message starting with ``{verb}: item N: ``
+        (N the call's position); ``InvalidTaskError`` for an item that is not a ``TaskCall``.
+        """
+        tasks: list[NewTask] = []
+        run: _Run | None = None
+        for position, call in enumerate(calls):
+            if not isinstance(call, TaskCall):
+                raise InvalidTaskError(
+                    f"{verb}: item {position} is a {type(call).__name__}, not a TaskCall"
+                )
+            try:
+                if run is not None and run.covers(call):
+                    tasks.append(run.task(call))
+                    continue
+                tasks.append(self.prepare(call, config, codec))
+            except InvalidTaskError as exc:
+                raise type(exc)(f"{verb}: item {position}: {exc.message}") from exc
+            run = self._run(call, config)
+        return tasks
+
+    def _run(self, call: TaskCall, config: QueueConfig) -> _Run | None:
+        """What the calls after ``call`` (just prepared) share with it, or None when they
+        must each be prepared in full: a function not remembered by import path (a
+        closure is dumped at every call, what it captured may change)."""
+        info = self._known(call.func)
+        if info is None or info.ref is None:
+            return None
+        options = _check_options(
+            call.name,
+            call.channel,
+            call.priority,
+            call.max_retries,
+            call.timeout,
+            call.delay,
+            call.eta,
+            config,
+            info.label,
+        )
+        return _Run(call, info, info.ref, options)
 
     @staticmethod
     def parents(parent: Parent) -> tuple[TaskRef | int, ...]:
@@ -174,6 +214,81 @@ class Validator:
         entry = self._functions.get(key)
         if entry is not None and entry[0] is watch:
             del self._functions[key]
+
+
+class _Run:
+    """The function and options that consecutive calls of ``prepare_many`` share, checked
+    once: ``covers`` a call made with the very same objects, and ``task`` builds its task."""
+
+    __slots__ = (
+        "channel",
+        "checked",
+        "delay",
+        "eta",
+        "func",
+        "info",
+        "max_retries",
+        "name",
+        "priority",
+        "ref",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        call: TaskCall,
+        info: _Function,
+        ref: FunctionRef,
+        checked: tuple[str, int, float | None, datetime | None],
+    ) -> None:
+        self.func = call.func
+        self.name = call.name
+        self.channel = call.channel
+        self.priority = call.priority
+        self.delay = call.delay
+        self.eta = call.eta
+        self.max_retries = call.max_retries
+        self.timeout = call.timeout
+        self.info = info
+        self.ref = ref
+        self.checked = checked
+
+    def covers(self, call: TaskCall) -> bool:
+        """True when ``call`` has the function and options of this run (the same objects)."""
+        return (
+            call.func is self.func
+            and call.name is self.name
+            and call.channel is self.channel
+            and call.priority is self.priority
+            and call.delay is self.delay
+            and call.eta is self.eta
+            and call.max_retries is self.max_retries
+            and call.timeout is self.timeout
+        )
+
+    def task(self, call: TaskCall) -> NewTask:
+        """``prepare(call)`` for a call this run ``covers``: its arguments and parents are
+        checked, the rest is the run's."""
+        info = self.info
+        label = info.label
+        args, kwargs = _arguments(call.args, call.kwargs, label)
+        if not info.accepts(len(args), kwargs):
+            info.bind(label, args, kwargs)
+        channel, max_retries, timeout, scheduled = self.checked
+        task = _new_task(
+            info.name if self.name is None else self.name,
+            self.ref,
+            args,
+            kwargs,
+            channel,
+            self.priority,
+            max_retries,
+            timeout,
+            scheduled,
+        )
+        if call.parent is not None:
+            _check_parents(call.parent, label)
+        return task
 
 
 class _Function:
@@ -430,6 +545,21 @@ def _new_task(
     set_timeout(task, timeout)
     set_date_scheduled(task, date_scheduled)
     return task
+
+
+def _arguments(
+    raw_args: Sequence[Any], raw_kwargs: Mapping[str, Any], label: str
+) -> tuple[list[Any], dict[str, Any]]:
+    """The positional and keyword arguments of a call, checked and copied to plain JSON."""
+    if type(raw_args) is not tuple and (
+        isinstance(raw_args, str | bytes) or not isinstance(raw_args, Sequence)
+    ):
+        raise InvalidTaskError(f"{label}: args must be a list or tuple, got {type_name(raw_args)}")
+    if type(raw_kwargs) is not dict and not isinstance(raw_kwargs, Mapping):
+        raise InvalidTaskError(f"{label}: kwargs must be a dict, got {type_name(raw_kwargs)}")
+    args = to_json_args(raw_args, label)
+    kwargs = to_json_kwargs(raw_kwargs, label) if raw_kwargs else {}
+    return args, kwargs
 
 
 def _check_callable(func: Any) -> None:

@@ -12,6 +12,7 @@ import gc
 import inspect
 import itertools
 import weakref
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -199,3 +200,65 @@ def test_the_task_validation_builds_equals_the_dataclass_built_the_usual_way() -
         built.name = "changed"  # type: ignore[misc]
     built.context["hook"] = 1  # what pre_create hooks do
     assert built.context == {"hook": 1}
+
+
+def test_enqueue_many_s_shared_checks_build_what_prepare_builds() -> None:
+    validator = Validator()
+    codec = FunctionCodec("k")
+    config = QueueConfig(database_url="memory://", secret_key="k")
+    base = 10
+
+    def closure(a: int) -> int:
+        return a + base
+
+    eta = datetime(2030, 1, 1, tzinfo=UTC)
+    calls = [
+        *(TaskCall(tasks.add, (i, i)) for i in range(3)),
+        TaskCall(tasks.add, (1,), {"b": 2}, priority=5),  # options change: a new run
+        TaskCall(tasks.add, (1,), {"b": 3}, priority=5),
+        TaskCall(tasks.add, (1, 2), name="named", channel="other", eta=eta, max_retries=1),
+        TaskCall(tasks.add, (Color.RED, [1, (2,)]), timeout=3.5, parent=7),
+        TaskCall(closure, (1,)),  # dumped at each call, never shared
+        TaskCall(closure, (2,)),
+        TaskCall(_defaults, (1,), {"c": 4}),
+        TaskCall(tasks.add, (4, 4)),
+    ]
+    expected = [validator.prepare(call, config, codec) for call in calls]
+    assert Validator().prepare_many(calls, config, codec, "enqueue_many") == expected
+    assert validator.prepare_many(calls, config, codec, "enqueue_many") == expected
+
+
+def test_each_call_of_a_run_still_gets_its_own_checks() -> None:
+    validator = Validator()
+    codec = FunctionCodec("k")
+    config = QueueConfig(database_url="memory://", secret_key="k")
+    good = [TaskCall(tasks.add, (i, i)) for i in range(4)]
+    with pytest.raises(
+        ArgumentNotSerializable, match=r"^verb: item 3: add: positional argument 1 is nan"
+    ):
+        validator.prepare_many(
+            [*good[:3], TaskCall(tasks.add, (1, float("nan")))], config, codec, "verb"
+        )
+    with pytest.raises(InvalidTaskError, match=r"^verb: item 2: add\(a, b\): missing a required"):
+        validator.prepare_many([*good[:2], TaskCall(tasks.add, (1,))], config, codec, "verb")
+    with pytest.raises(InvalidTaskError, match=r"^verb: item 1: add: kwargs must be a dict"):
+        validator.prepare_many([good[0], TaskCall(tasks.add, (1, 2), 3)], config, codec, "verb")  # type: ignore[arg-type]
+    with pytest.raises(InvalidTaskError, match=r"^verb: item 1: add: parent must be a TaskRef"):
+        validator.prepare_many(
+            [good[0], TaskCall(tasks.add, (1, 2), parent=0)], config, codec, "verb"
+        )
+    with pytest.raises(InvalidTaskError, match=r"^verb: item 1 is a int, not a TaskCall"):
+        validator.prepare_many([good[0], 5], config, codec, "verb")
+
+
+async def test_enqueue_many_serializes_a_function_whose_path_now_leads_elsewhere(
+    queue: TaskQueue, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = tasks.add
+    await queue.enqueue_many([TaskCall(original, (1, 2)), TaskCall(original, (3, 4))])
+    monkeypatch.setattr(tasks, "add", lambda a, b: a - b)
+    await queue.enqueue_many([TaskCall(original, (1, 2)), TaskCall(original, (3, 4))])
+    before, after = counting.create_calls
+    assert {t.function.module_name for t in before} == {"tests.core.tasks"}
+    assert {t.function.module_name for t in after} == {None}
+    assert all(t.function.serialized_function for t in after)

@@ -67,8 +67,7 @@ class TaskRepository(Protocol):
     part of a big round of ``add_task`` calls: 2 where calls at once are written in parallel
     (PostgreSQL: each on its own connection, each by its own server process), 1 where they
     would only wait for each other (the embedded backends). Those calls are separate
-    transactions, so tasks of different parts may be claimed before one another; each
-    part's tasks keep their order."""
+    transactions: each part's ids follow its order, but the ids of two parts may interleave."""
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ never meets a refusable value.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import math
@@ -39,7 +38,7 @@ from taskqueue_core.limits import (
     PRIORITY_MAX,
     PRIORITY_MIN,
 )
-from taskqueue_core.models import FunctionRef, NewTask
+from taskqueue_core.models import FunctionRef, NewTask, slot_setters
 from taskqueue_core.ref import TaskRef
 
 __all__ = ["Validator", "check_channel", "check_task_id", "check_task_ids"]
@@ -455,11 +454,9 @@ def check_channel(channel: Any, label: str | None = None) -> str:
     return channel
 
 
-# ``NewTask`` is a frozen dataclass with slots: its ``__init__`` sets each of its twelve fields
-# through ``object.__setattr__``, about 2 us per task, the largest single cost of a creation.
-# ``_new_task`` sets them itself through the slots' descriptors, which is what that
-# ``__init__`` ends up doing, in a third of the time. Only while ``NewTask`` is exactly what
-# this expects (these fields, all in slots, no ``__post_init__``); else it calls the class.
+# ``_new_task`` builds a ``NewTask`` through its slots (``models.slot_setters``): the largest
+# single cost of a creation was its ``__init__``. Only while ``NewTask`` is exactly what this
+# expects; else it calls the class.
 _NEW_TASK_FIELDS = (
     "name",
     "function",
@@ -474,22 +471,7 @@ _NEW_TASK_FIELDS = (
     "timeout",
     "date_scheduled",
 )
-
-
-def _slot_setters() -> tuple[Callable[[NewTask, Any], None], ...] | None:
-    fields = tuple(field.name for field in dataclasses.fields(NewTask))
-    slots = getattr(NewTask, "__slots__", ())
-    if (
-        fields != _NEW_TASK_FIELDS
-        or tuple(slots) != fields
-        or hasattr(NewTask, "__post_init__")
-        or NewTask.__new__ is not object.__new__
-    ):
-        return None
-    return tuple(getattr(NewTask, field).__set__ for field in fields)
-
-
-_SLOT_SETTERS = _slot_setters()
+_SLOT_SETTERS = slot_setters(NewTask, _NEW_TASK_FIELDS)
 
 
 def _new_task(

@@ -7,6 +7,7 @@ plain argument values are copied without a walk, everything else as before.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import gc
 import inspect
@@ -262,3 +263,29 @@ async def test_enqueue_many_serializes_a_function_whose_path_now_leads_elsewhere
     assert {t.function.module_name for t in before} == {"tests.core.tasks"}
     assert {t.function.module_name for t in after} == {None}
     assert all(t.function.serialized_function for t in after)
+
+
+def test_slot_setters_refuse_a_class_of_another_shape() -> None:
+    from taskqueue_core.models import slot_setters
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Plain:
+        a: int
+        b: int
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Checked:
+        a: int
+        b: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    setters = slot_setters(Plain, ("a", "b"))
+    assert setters is not None
+    built = object.__new__(Plain)
+    for setter, value in zip(setters, (1, 2), strict=True):
+        setter(built, value)
+    assert built == Plain(1, 2)
+    assert slot_setters(Plain, ("b", "a")) is None  # another order
+    assert slot_setters(Checked, ("a", "b")) is None  # __post_init__ would be skipped

@@ -199,7 +199,9 @@ class CreationWriter:
                 # a new flusher, so a task added now is never left behind.
                 self._flusher = None
                 return
-            parts = self._take_round(self._storage.repository.concurrent_creations)
+            # (A repository that does not say writes one call a round.)
+            ways = getattr(self._storage.repository, "concurrent_creations", 1)
+            parts = self._take_round(ways)
             if len(parts) == 1:
                 await self._write_batch(parts[0])
             else:

@@ -22,6 +22,7 @@ from taskqueue_core import (
     TaskState,
     UnknownParent,
 )
+from taskqueue_core.memory import InMemoryRepository
 from taskqueue_core.repository import TaskRepository
 from tests.core.conftest import CountingRepository
 from tests.core.tasks import add, send_email
@@ -422,6 +423,25 @@ async def test_a_small_round_is_one_write_even_where_writes_run_in_parallel(
     refs = [queue.add_task(add, i, 0) for i in range(2 * PART_MIN - 1)]
     await asyncio.wait_for(queue.flush(), 30)
     assert [len(c) for c in counting.create_calls] == [2 * PART_MIN - 1]
+    assert all(r.created for r in refs)
+
+
+async def test_a_repository_that_does_not_say_gets_one_write_a_round(
+    config: QueueConfig, hooks: HookRegistry
+) -> None:
+    from taskqueue_core.creation import PART_MIN
+
+    class Silent(CountingRepository):
+        def __getattr__(self, name: str) -> Any:
+            if name == "concurrent_creations":
+                raise AttributeError(name)
+            return super().__getattr__(name)
+
+    silent = Silent(InMemoryRepository())
+    async with TaskQueue(config, repository=silent, hooks=hooks) as queue:  # type: ignore[arg-type]
+        refs = [queue.add_task(add, i, 0) for i in range(2 * PART_MIN)]
+        await asyncio.wait_for(queue.flush(), 30)
+    assert [len(c) for c in silent.create_calls] == [2 * PART_MIN]
     assert all(r.created for r in refs)
 
 

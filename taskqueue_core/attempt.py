@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import math
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from taskqueue_core.context import TaskContext
+from taskqueue_core.limits import JSON_ENCODER, json_has_nul
 from taskqueue_core.models import Outcome, Task, TaskState
 
 __all__ = [
@@ -27,9 +27,6 @@ __all__ = [
     "json_problem",
     "trace",
 ]
-
-_JSON_SCALARS = (str, int, bool, type(None))
-
 
 class Interrupt(enum.Enum):
     """Why a running attempt was cut short."""
@@ -117,13 +114,22 @@ def callable_name(func: Callable[..., Any]) -> str:
 
 
 def json_problem(value: Any) -> str | None:
-    """None if ``value`` is JSON, else what is wrong (naming the offending type)."""
-    if isinstance(value, _JSON_SCALARS):
+    """None if ``value`` can be stored as a task's result, else what is wrong with it, as a
+    phrase that follows "the result": it is not JSON (naming the offending type), or it holds
+    what no JSON column holds (a NUL character, an int too long to write). The same checks as
+    ``limits.json_text``, which the repositories run when they write the result."""
+    cls = type(value)
+    if cls is str:
+        return None if "\x00" not in value else _NUL_PROBLEM
+    if value is None or cls is bool or (cls is int and value.bit_length() <= 64):
         return None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{value!r} is not a JSON number"
+    if cls is float:
+        return None if math.isfinite(value) else f"is not JSON: {value!r} is not a JSON number"
     try:
-        json.dumps(value, allow_nan=False)
+        text = JSON_ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
-        return f"{type(value).__name__} value: {exc}"
-    return None
+        return f"is not JSON: {type(value).__name__} value: {exc}"
+    return _NUL_PROBLEM if json_has_nul(text) else None
+
+
+_NUL_PROBLEM = "holds a NUL character, which cannot be stored"

@@ -696,7 +696,7 @@ class Worker:
                     )
                 )
             else:
-                message = f"the result of task {task.id} is not JSON: {problem}"
+                message = f"the result of task {task.id} {problem}"
                 writer.add_outcome(
                     failed(task, "ArgumentNotSerializable", message, None, elapsed, context)
                 )

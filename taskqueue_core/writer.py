@@ -17,7 +17,9 @@ One item the storage refuses must not hold back the others: a write that has fai
 item that still fails alone while a read of the storage succeeds is refused for good: an
 outcome is replaced by a failure that says why (and dropped if even that is refused, leaving
 the task to the pool's check of its claimed tasks), a log line or a context is dropped; each
-with a logged error. While the storage is unreachable nothing is dropped.
+with a logged error. A write the repository refuses for a value before writing anything
+(``InvalidTaskError``: a value no column holds) is split at once, down to the item at fault,
+which is refused the same way. While the storage is unreachable nothing is dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger as _loguru
 
-from taskqueue_core.exceptions import RepositoryError
+from taskqueue_core.exceptions import InvalidTaskError, RepositoryError
 from taskqueue_core.logging import INTERNAL_KEY, LogBuffer
 from taskqueue_core.models import NewLogRecord, Outcome, TaskState
 
@@ -256,6 +258,17 @@ class BatchWriter:
                     "taskqueue worker: {} failed ({}); retrying in {:.2f}s", what, exc, delay
                 )
                 await asyncio.sleep(delay)
+            except InvalidTaskError as exc:
+                # The storage refused a value of these items before writing anything (one no
+                # column holds): the same items would be refused again, so the item at fault
+                # is isolated at once, and refused alone.
+                if len(items) > 1:
+                    middle = len(items) // 2
+                    await self._write(what, items[:middle], write, substitute)
+                    await self._write(what, items[middle:], write, substitute)
+                    return
+                await self._refuse(what, items[0], exc, write, substitute)
+                return
             except Exception as exc:
                 _log.opt(exception=exc).error(
                     "taskqueue worker: {} raised an unexpected error; this batch is dropped", what

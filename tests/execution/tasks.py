@@ -88,6 +88,16 @@ async def returns_nan() -> float:
     return float("nan")
 
 
+async def returns_unstorable(kind: str) -> Any:
+    """A result that is JSON to Python but that no JSON column holds."""
+    return {
+        "text": "a\x00b",
+        "nested": {"items": ["ok", "x\x00"]},
+        "key": {"k\x00": 1},
+        "huge": 10**5000,
+    }[kind]
+
+
 def read_request_id() -> str | None:
     return request_id.get()
 

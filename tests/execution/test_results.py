@@ -93,6 +93,21 @@ async def test_a_result_that_is_not_json_fails_naming_its_type(queue: TaskQueue)
     assert stored.retry_count == 0
 
 
+async def test_a_result_no_column_holds_fails_alone_and_says_why(queue_all: TaskQueue) -> None:
+    queue = queue_all
+    kinds = ["text", "nested", "key", "huge"]
+    bad = [queue.add_task(tasks.returns_unstorable, kind) for kind in kinds]
+    good = [queue.add_task(tasks.add, i, 1) for i in range(20)]  # in the same batches
+    await run_until_idle(queue)
+    for kind, ref in zip(kinds, bad, strict=True):
+        with pytest.raises(TaskFailed) as caught:
+            await ref.wait(5)
+        assert caught.value.exception_name == "ArgumentNotSerializable"
+        expected = "is not JSON: int value" if kind == "huge" else "holds a NUL character"
+        assert expected in (caught.value.exception_message or ""), kind
+    assert [await ref.wait(5) for ref in good] == [i + 1 for i in range(20)]
+
+
 async def test_completions_are_batched_under_load(queue: TaskQueue) -> None:
     refs = [queue.add_task(tasks.noop) for _ in range(400)]
     await queue.flush()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from taskqueue_core.exceptions import RepositoryError
+from taskqueue_core.exceptions import ArgumentNotSerializable, RepositoryError
 from taskqueue_core.hooks import HookRegistry
 from taskqueue_core.memory import InMemoryRepository
 from taskqueue_core.models import TaskState
@@ -122,6 +122,42 @@ async def test_an_outcome_and_a_log_line_the_storage_refuses_hold_back_nothing_e
             if task_id != bad:
                 assert len(await repository.get_logs(task_id)) == 2
         assert repository.failed_writes >= 2
+
+
+class RefusingValues(InMemoryRepository):
+    """Refuses, before writing anything, any batch of outcomes holding one of a task in
+    ``poisoned``, as a repository refuses a value no column holds (``json_text``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.poisoned: set[int] = set()
+        self.refusals = 0
+
+    async def complete_tasks(self, server_name: str, outcomes: Any) -> list[int]:
+        refused = [o.task_id for o in outcomes if o.task_id in self.poisoned]
+        if refused and all(o.error_name != "OutcomeNotStored" for o in outcomes):
+            self.refusals += 1
+            raise ArgumentNotSerializable(f"result of task {refused[0]} cannot be stored")
+        return await super().complete_tasks(server_name, outcomes)
+
+
+async def test_an_outcome_refused_for_its_value_is_isolated_at_once() -> None:
+    repository = RefusingValues()
+    queue = TaskQueue(make_config(max_workers=8), repository=repository, hooks=HookRegistry())
+    async with queue:
+        refs = [queue.add_task(tasks.noop) for _ in range(40)]
+        ids = [await ref.get_task_id() for ref in refs]
+        bad = ids[25]
+        repository.poisoned.add(bad)
+        await run_until_idle(queue, timeout=60)
+        states = await repository.get_states(ids)
+        assert {states[task_id] for task_id in ids if task_id != bad} == {TaskState.DONE}
+        task = await queue.get_task(bad)
+        assert task.state == TaskState.FAILED
+        assert task.exception_name == "OutcomeNotStored"
+        assert f"result of task {bad} cannot be stored" in (task.exception_message or "")
+        # Halved down to the culprit, never retried as it was: a batch holds at most 40.
+        assert repository.refusals <= 7
 
 
 async def test_nothing_is_dropped_while_the_storage_is_unreachable() -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "trace",
 ]
 
+
 class Interrupt(enum.Enum):
     """Why a running attempt was cut short."""
 

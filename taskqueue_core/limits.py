@@ -11,7 +11,8 @@ sizes of its columns:
 - ``max_retries``: an int from 0 to ``INT32_MAX``;
 - JSON values (args, kwargs, context, result, log info): no NUL character in a string or a
   key (PostgreSQL's jsonb refuses it), ints of at most ``JSON_INT_DIGITS_MAX`` digits;
-- log rows: ``type`` and ``name`` are cut to ``LOG_TYPE_MAX`` (16) and ``NAME_MAX``;
+- log rows: ``type`` and ``name`` are cut to ``LOG_TYPE_MAX`` (16) and ``NAME_MAX``, and so
+  is a task's error name (``exception_name``) to ``NAME_MAX`` (``storable_name``);
 - no text column holds a NUL character either: what a task produces rather than what a
   caller gives (its error, its log lines and their ``extra`` fields) is made storable with
   ``storable_text`` and ``storable_json`` (each NUL becomes U+FFFD) instead of being refused.
@@ -51,6 +52,7 @@ __all__ = [
     "json_text",
     "log_text",
     "storable_json",
+    "storable_name",
     "storable_text",
     "task_parents",
     "unique",
@@ -150,6 +152,14 @@ def storable_text(text: str | None) -> str | None:
     if text is None or "\x00" not in text:
         return text
     return text.replace("\x00", "\ufffd")
+
+
+def storable_name(text: str | None) -> str | None:
+    """``storable_text`` cut to ``NAME_MAX``: a task's error name as ``exception_name`` holds
+    it (an exception class may have a longer name, and a refused write would hold back every
+    other outcome of the worker behind it)."""
+    text = storable_text(text)
+    return text if text is None else text[:NAME_MAX]
 
 
 def log_text(value: str, limit: int | None = None) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from taskqueue_core.limits import storable_text
+from taskqueue_core.limits import storable_name, storable_text
 from taskqueue_core.models import FunctionRef, LogRecord, Task, TaskState
 
 
@@ -88,7 +88,7 @@ class Row:
         )
 
     def set_error(self, name: str | None, message: str | None, info: str | None) -> None:
-        self.exception_name = storable_text(name)
+        self.exception_name = storable_name(name)
         self.exception_message = storable_text(message)
         self.exception_info = storable_text(info)
 

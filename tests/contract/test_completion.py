@@ -6,6 +6,7 @@ import asyncio
 import re
 from datetime import timedelta
 
+from taskqueue_core.limits import NAME_MAX
 from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, Outcome, TaskState
 from taskqueue_core.repository import TaskRepository
 from tests.contract.helpers import (
@@ -333,3 +334,23 @@ async def test_error_texts_keep_their_nul_characters_as_replacement_characters(
             "bad\ufffdbyte",
             "trace\ufffd",
         )
+
+
+async def test_an_error_name_longer_than_its_column_is_cut_to_fit(
+    repository: TaskRepository,
+) -> None:
+    # An exception class may have any name; exception_name holds NAME_MAX characters.
+    retried, failed = await repository.create_tasks([new("retried"), new("failed")])
+    await start(repository, retried, failed)
+    long_name = "E" * (NAME_MAX - 1) + "\x00" + "F" * 50
+    await repository.complete_tasks(
+        SERVER,
+        [
+            Outcome(retried, TaskState.ENQUEUED, error_name=long_name, error_message="m"),
+            Outcome(failed, TaskState.FAILED, error_name=long_name, error_message="m"),
+        ],
+    )
+    for task_id in (retried, failed):
+        task = await get(repository, task_id)
+        assert task.exception_name == "E" * (NAME_MAX - 1) + "\ufffd"
+        assert task.exception_message == "m"

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import asyncpg
 
 from taskqueue_core.exceptions import InvalidTransition
-from taskqueue_core.limits import LOG_TYPE_MAX, NAME_MAX, json_text, storable_text, utc
+from taskqueue_core.limits import (
+    LOG_TYPE_MAX,
+    NAME_MAX,
+    json_text,
+    storable_name,
+    storable_text,
+    utc,
+)
 from taskqueue_core.models import NewLogRecord, Outcome, TaskState
 from taskqueue_core.tortoise.postgres import releases
 from taskqueue_core.tortoise.postgres.cascades import GUARD_ROUNDS, finish_cascade
@@ -102,7 +109,7 @@ async def complete(
             [o.task_id for o, _, _ in batch],
             [o.state.value for o, _, _ in batch],
             sparse([result for _, result, _ in batch]),
-            sparse([storable_text(o.error_name) for o, _, _ in batch]),
+            sparse([storable_name(o.error_name) for o, _, _ in batch]),
             sparse([storable_text(o.error_message) for o, _, _ in batch]),
             sparse([storable_text(o.error_info) for o, _, _ in batch]),
             sparse([None if o.retry_at is None else utc(o.retry_at) for o, _, _ in batch]),

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from taskqueue_core.exceptions import ArgumentNotSerializable
-from taskqueue_core.limits import json_text, storable_text
+from taskqueue_core.limits import json_text, storable_name, storable_text
 from taskqueue_core.models import PARENT_CANCELLED, PARENT_FAILED, Outcome, TaskFilter, TaskState
 from taskqueue_core.tortoise.sqlite.codec import dump_result, ts
 
@@ -96,7 +96,7 @@ def outcome_params(outcome: Outcome, state: TaskState, now: str) -> dict[str, An
         "result": dump_result(outcome.result, f"result of {what}")
         if state is TaskState.DONE
         else None,
-        "error_name": storable_text(outcome.error_name),
+        "error_name": storable_name(outcome.error_name),
         "error_message": storable_text(outcome.error_message),
         "error_info": storable_text(outcome.error_info),
         "execution_time": outcome.execution_time,

@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 _SCALARS = (str, int, bool, type(None))
+_SHORT_INT_BITS = 3 * 640
+"""Ints of at most this many bits (under 640 digits) are written by any Python: no look."""
 
 
 class NoTaskContext(TaskQueueError, RuntimeError):
@@ -256,7 +258,10 @@ def _json_copy(path: str, value: Any) -> Any:
         if "\x00" in value:
             raise ArgumentNotSerializable(_NUL_MESSAGE.format(path=path))
         return value
-    if isinstance(value, _SCALARS):
+    if isinstance(value, _SCALARS) and not (
+        # An int too long for Python to write as JSON fails at the JSON round trip below.
+        isinstance(value, int) and value.bit_length() > _SHORT_INT_BITS
+    ):
         return value
     if isinstance(value, float):
         if math.isfinite(value):

@@ -13,7 +13,7 @@ caught: list[str] = []
 
 
 async def store_nul(where: str) -> str:
-    value: object = "a\x00b" if where == "value" else {"nested": ["a\x00b"]}
+    value: object = {"value": "a\x00b", "nested": {"nested": ["a\x00b"]}, "huge": 10**5000}[where]
     try:
         set_context("step", value)
     except ArgumentNotSerializable as exc:
@@ -27,8 +27,8 @@ async def store_fine() -> str:
     return "ok"
 
 
-@pytest.mark.parametrize("where", ["value", "nested"])
-async def test_a_nul_character_fails_the_task_that_set_it_and_no_other(where: str) -> None:
+@pytest.mark.parametrize("where", ["value", "nested", "huge"])
+async def test_a_value_no_column_holds_fails_the_task_that_set_it_and_no_other(where: str) -> None:
     caught.clear()
     config = QueueConfig(database_url="memory://", secret_key="k", max_retries=0)
     async with TaskQueue(config, repository=InMemoryRepository()) as queue:
@@ -41,4 +41,5 @@ async def test_a_nul_character_fails_the_task_that_set_it_and_no_other(where: st
         task = await queue.get_task(await good.get_task_id())
         # (Hooks other modules registered globally may have added keys of their own.)
         assert task.context["step"] == "fine"
-    assert caught and "NUL character" in caught[0]
+    expected = "Exceeds the limit" if where == "huge" else "NUL character"
+    assert caught and expected in caught[0]

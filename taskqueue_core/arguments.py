@@ -21,7 +21,7 @@ from typing import Any
 from loguru import logger
 
 from taskqueue_core.exceptions import ArgumentNotSerializable
-from taskqueue_core.limits import JSON_INT_DIGITS_MAX
+from taskqueue_core.limits import JSON_INT_DIGITS_MAX, SHORT_INT_BITS
 from taskqueue_core.models import NewTask
 
 __all__ = ["clean_context", "to_json", "to_json_args", "to_json_kwargs", "type_name"]
@@ -95,7 +95,7 @@ def _plain_scalar(value: Any) -> bool:
     if cls is str:
         return "\x00" not in value
     if cls is int:
-        return bool(value.bit_length() <= _SHORT_INT_BITS)
+        return bool(value.bit_length() <= SHORT_INT_BITS)
     if cls is float:
         return math.isfinite(value)
     return value is None or cls is bool
@@ -173,13 +173,8 @@ def _walk(value: Any) -> Any:
     raise _NotJson(f"is of type {type_name(value)}, which is not JSON")
 
 
-# Python refuses to write an int in decimal only above sys.get_int_max_str_digits() digits,
-# which is never below 640: ints of up to 3 * 640 bits (< 640 digits) need no further look.
-_SHORT_INT_BITS = 3 * 640
-
-
 def _walk_int(value: int) -> int:
-    if value.bit_length() > _SHORT_INT_BITS:
+    if value.bit_length() > SHORT_INT_BITS:
         try:
             digits = len(str(abs(value)))
         except ValueError:

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from taskqueue_core.context import TaskContext
-from taskqueue_core.limits import JSON_ENCODER, json_has_nul
+from taskqueue_core.exceptions import ArgumentNotSerializable
+from taskqueue_core.limits import SHORT_INT_BITS, json_text
 from taskqueue_core.models import Outcome, Task, TaskState
 
 __all__ = [
@@ -24,7 +25,7 @@ __all__ = [
     "Interrupt",
     "callable_name",
     "failed",
-    "json_problem",
+    "result_problem",
     "trace",
 ]
 
@@ -114,23 +115,26 @@ def callable_name(func: Callable[..., Any]) -> str:
     return f"{module}.{getattr(func, '__qualname__', repr(func))}"
 
 
-def json_problem(value: Any) -> str | None:
-    """None if ``value`` can be stored as a task's result, else what is wrong with it, as a
-    phrase that follows "the result": it is not JSON (naming the offending type), or it holds
-    what no JSON column holds (a NUL character, an int too long to write). The same checks as
-    ``limits.json_text``, which the repositories run when they write the result."""
+def result_problem(value: Any, task_id: int) -> str | None:
+    """None if ``value`` can be stored as the result of task ``task_id``, else why not: what
+    ``limits.json_text``, which the repositories run to write it, says (not JSON, naming the
+    type; or holding what no JSON column holds, a NUL character or an int too long to write).
+    Plain values are stored as they are and need no look."""
     cls = type(value)
-    if cls is str:
-        return None if "\x00" not in value else _NUL_PROBLEM
-    if value is None or cls is bool or (cls is int and value.bit_length() <= 64):
+    if (
+        value is None
+        or cls is bool
+        or (cls is str and "\x00" not in value)
+        or (cls is int and value.bit_length() <= SHORT_INT_BITS)
+        or (cls is float and math.isfinite(value))
+    ):
         return None
+    what = f"the result of task {task_id}"
     if cls is float:
-        return None if math.isfinite(value) else f"is not JSON: {value!r} is not a JSON number"
+        # (json's own message does not name the value.)
+        return f"{what} is not JSON: {value!r} is not a JSON number"
     try:
-        text = JSON_ENCODER.encode(value)
-    except (TypeError, ValueError) as exc:
-        return f"is not JSON: {type(value).__name__} value: {exc}"
-    return _NUL_PROBLEM if json_has_nul(text) else None
-
-
-_NUL_PROBLEM = "holds a NUL character, which cannot be stored"
+        json_text(value, what)
+    except ArgumentNotSerializable as exc:
+        return exc.message
+    return None

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Generator
 from typing import Any, Protocol
 
 from taskqueue_core.exceptions import ArgumentNotSerializable, TaskQueueError
-from taskqueue_core.limits import json_has_nul
+from taskqueue_core.limits import SHORT_INT_BITS, json_has_nul
 from taskqueue_core.models import NewLogRecord
 
 __all__ = [
@@ -53,8 +53,6 @@ __all__ = [
 ]
 
 _SCALARS = (str, int, bool, type(None))
-_SHORT_INT_BITS = 3 * 640
-"""Ints of at most this many bits (under 640 digits) are written by any Python: no look."""
 
 
 class NoTaskContext(TaskQueueError, RuntimeError):
@@ -260,7 +258,7 @@ def _json_copy(path: str, value: Any) -> Any:
         return value
     if isinstance(value, _SCALARS) and not (
         # An int too long for Python to write as JSON fails at the JSON round trip below.
-        isinstance(value, int) and value.bit_length() > _SHORT_INT_BITS
+        isinstance(value, int) and value.bit_length() > SHORT_INT_BITS
     ):
         return value
     if isinstance(value, float):

@@ -44,6 +44,7 @@ __all__ = [
     "NAME_MAX",
     "PRIORITY_MAX",
     "PRIORITY_MIN",
+    "SHORT_INT_BITS",
     "SIGNATURE_MAX",
     "check_columns",
     "check_new_task",
@@ -83,6 +84,11 @@ index orders by ``-priority`` and ``-INT32_MIN`` is out of range (PostgreSQL ref
 JSON_INT_DIGITS_MAX = 131072
 """Most digits of an int in a JSON value (jsonb stores numbers as ``numeric``). Python itself
 refuses to write ints longer than ``sys.get_int_max_str_digits()`` (4300 by default)."""
+
+SHORT_INT_BITS = 3 * 640
+"""Ints of at most this many bits (under 640 digits) are written as JSON by any Python, and
+fit ``JSON_INT_DIGITS_MAX``: they need no look. (``sys.get_int_max_str_digits()`` is never
+below 640.)"""
 
 # A JSON escape of NUL is backslash-u0000 where that backslash is not itself escaped, i.e.
 # preceded by an even number (pairs) of backslashes: "\\u0000" in JSON is a backslash

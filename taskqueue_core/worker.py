@@ -63,13 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger as _loguru
 
-from taskqueue_core.attempt import (
-    Attempt,
-    Interrupt,
-    failed,
-    json_problem,
-    trace,
-)
+from taskqueue_core.attempt import Attempt, Interrupt, failed, result_problem, trace
 from taskqueue_core.context import TaskContext, activate, copy_json
 from taskqueue_core.exceptions import RepositoryError
 from taskqueue_core.hooks import Moment
@@ -684,7 +678,7 @@ class Worker:
                 )
             )
         elif error is None:
-            problem = json_problem(result)
+            problem = result_problem(result, task.id)
             if problem is None:
                 writer.add_outcome(
                     Outcome(
@@ -696,9 +690,8 @@ class Worker:
                     )
                 )
             else:
-                message = f"the result of task {task.id} {problem}"
                 writer.add_outcome(
-                    failed(task, "ArgumentNotSerializable", message, None, elapsed, context)
+                    failed(task, "ArgumentNotSerializable", problem, None, elapsed, context)
                 )
         elif run.interrupt is Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
             where = (

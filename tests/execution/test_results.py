@@ -103,7 +103,7 @@ async def test_a_result_no_column_holds_fails_alone_and_says_why(queue_all: Task
         with pytest.raises(TaskFailed) as caught:
             await ref.wait(5)
         assert caught.value.exception_name == "ArgumentNotSerializable"
-        expected = "is not JSON: int value" if kind == "huge" else "holds a NUL character"
+        expected = "is not JSON-serializable" if kind == "huge" else "contains a NUL character"
         assert expected in (caught.value.exception_message or ""), kind
     assert [await ref.wait(5) for ref in good] == [i + 1 for i in range(20)]
 

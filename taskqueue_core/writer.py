@@ -226,18 +226,24 @@ class BatchWriter:
         substitute: Callable[[T, BaseException], T | None],
     ) -> None:
         """Write ``items`` with ``write``: retried with backoff while it fails with a
-        repository error, split in halves after ``SPLIT_AFTER`` failures in a row, and an
-        item refused alone while the storage answers is given to ``substitute`` (a
-        replacement written once, or None) and otherwise dropped (see the module doc)."""
+        repository error, split in halves after ``SPLIT_AFTER`` failures in a row (at the
+        first, when the repository refused a value), and an item refused alone while the
+        storage answers is given to ``substitute`` (a replacement written once, or None) and
+        otherwise dropped (see the module doc)."""
         failures = 0
         while True:
             try:
                 await write(items)
                 return
-            except (RepositoryError, OSError) as exc:
+            except (RepositoryError, OSError, InvalidTaskError) as exc:
+                # InvalidTaskError: the repository refused a value of these items before
+                # writing anything (one no column holds). The same items would be refused
+                # again: no retry, they are split (or the item refused) at once.
+                refused = isinstance(exc, InvalidTaskError)
                 failures += 1
                 delay = min(0.05 * 2 ** min(failures, 10), 5.0)
-                if self._deadline is not None and self._loop.time() + delay > self._deadline:
+                deadline = self._deadline
+                if not refused and deadline is not None and self._loop.time() + delay > deadline:
                     _log.error(
                         "taskqueue worker gave up writing {} on shutdown: {} (running tasks "
                         "are rescued by the reaper)",
@@ -245,30 +251,19 @@ class BatchWriter:
                         exc,
                     )
                     return
-                if failures >= SPLIT_AFTER:
+                if refused or failures >= SPLIT_AFTER:
                     if len(items) > 1:
                         middle = len(items) // 2
                         await self._write(what, items[:middle], write, substitute)
                         await self._write(what, items[middle:], write, substitute)
                         return
-                    if await self._storage_answers():
+                    if refused or await self._storage_answers():
                         await self._refuse(what, items[0], exc, write, substitute)
                         return
                 _log.warning(
                     "taskqueue worker: {} failed ({}); retrying in {:.2f}s", what, exc, delay
                 )
                 await asyncio.sleep(delay)
-            except InvalidTaskError as exc:
-                # The storage refused a value of these items before writing anything (one no
-                # column holds): the same items would be refused again, so the item at fault
-                # is isolated at once, and refused alone.
-                if len(items) > 1:
-                    middle = len(items) // 2
-                    await self._write(what, items[:middle], write, substitute)
-                    await self._write(what, items[middle:], write, substitute)
-                    return
-                await self._refuse(what, items[0], exc, write, substitute)
-                return
             except Exception as exc:
                 _log.opt(exception=exc).error(
                     "taskqueue worker: {} raised an unexpected error; this batch is dropped", what

@@ -5,9 +5,9 @@ The public facade of the core. Creation has two paths:
 - ``add_task(...)`` validates its input at once (raising on anything wrong) and returns a
   ``TaskRef`` without waiting for the database; a background flusher writes the tasks of
   one event-loop tick together (one INSERT, or two at once on PostgreSQL for a big tick:
-  ``taskqueue_core.creation``). ``flush()`` waits for
-  everything added so far; ``close()`` flushes before closing, so nothing added is lost. A
-  failed background write surfaces on the refs it concerns and is logged.
+  ``taskqueue_core.creation``). ``flush()`` waits for everything added so far; ``close()``
+  flushes before closing, so nothing added is lost. A failed background write surfaces on
+  the refs it concerns and is logged.
 - ``await enqueue(...)`` / ``await enqueue_many([...])`` write at once, optionally inside
   the caller's database transaction, and raise the repository's error directly.
 

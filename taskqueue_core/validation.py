@@ -104,7 +104,7 @@ class Validator:
             label = getattr(func, "__qualname__", None) or type_name(func)
         else:
             label = info.label
-        checked_channel, max_retries, checked_timeout, scheduled = _check_options(
+        checked = _check_options(
             name, channel, priority, max_retries, timeout, delay, eta, config, label
         )
         args, kwargs = _arguments(raw_args, raw_kwargs, label)
@@ -113,22 +113,7 @@ class Validator:
         else:
             ref = _dump(func, codec)
             info = self._remember(func, label, ref, info)
-        if not info.accepts(len(args), kwargs):
-            info.bind(label, args, kwargs)
-        task = _new_task(
-            info.name if name is None else name,
-            ref,
-            args,
-            kwargs,
-            checked_channel,
-            priority,
-            max_retries,
-            checked_timeout,
-            scheduled,
-        )
-        if parent is not None:
-            _check_parents(parent, label)
-        return task
+        return _built(info, ref, checked, name, priority, args, kwargs, parent)
 
     def prepare_many(
         self, calls: Sequence[Any], config: QueueConfig, codec: FunctionCodec, verb: str
@@ -269,25 +254,10 @@ class _Run:
         """``prepare(call)`` for a call this run ``covers``: its arguments and parents are
         checked, the rest is the run's."""
         info = self.info
-        label = info.label
-        args, kwargs = _arguments(call.args, call.kwargs, label)
-        if not info.accepts(len(args), kwargs):
-            info.bind(label, args, kwargs)
-        channel, max_retries, timeout, scheduled = self.checked
-        task = _new_task(
-            info.name if self.name is None else self.name,
-            self.ref,
-            args,
-            kwargs,
-            channel,
-            self.priority,
-            max_retries,
-            timeout,
-            scheduled,
+        args, kwargs = _arguments(call.args, call.kwargs, info.label)
+        return _built(
+            info, self.ref, self.checked, self.name, self.priority, args, kwargs, call.parent
         )
-        if call.parent is not None:
-            _check_parents(call.parent, label)
-        return task
 
 
 class _Function:
@@ -526,6 +496,39 @@ def _new_task(
     set_max_retries(task, max_retries)
     set_timeout(task, timeout)
     set_date_scheduled(task, date_scheduled)
+    return task
+
+
+def _built(
+    info: _Function,
+    ref: FunctionRef,
+    checked: tuple[str, int, float | None, datetime | None],
+    name: str | None,
+    priority: int,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    parent: Parent,
+) -> NewTask:
+    """The task of a call whose function (``info``, ``ref``) and options (``checked`` by
+    ``_check_options``) passed, with its arguments copied: the arguments are checked against
+    the signature, then the parents."""
+    label = info.label
+    if not info.accepts(len(args), kwargs):
+        info.bind(label, args, kwargs)
+    channel, max_retries, timeout, scheduled = checked
+    task = _new_task(
+        info.name if name is None else name,
+        ref,
+        args,
+        kwargs,
+        channel,
+        priority,
+        max_retries,
+        timeout,
+        scheduled,
+    )
+    if parent is not None:
+        _check_parents(parent, label)
     return task
 
 

@@ -87,10 +87,8 @@ def task(r: asyncpg.Record) -> Task:
     """A ``Task`` from a row of ``_TASK_COLUMNS`` (by position: the hot path reads many).
 
     Built through ``Task``'s slots (``models.slot_setters``), which takes 4.5 us a task
-    against 7 us through its ``__init__``; the usual way if ``Task`` changed shape."""
-    if _TASK_SETTERS is None:
-        return _task_by_init(r)
-    built: Task = object.__new__(Task)
+    against 7 us through its ``__init__``; through the ``__init__``, by field name, if
+    ``Task`` changed shape."""
     values = (
         r[0],
         r[1],
@@ -102,43 +100,12 @@ def task(r: asyncpg.Record) -> Task:
         None if r[10] is None else json.loads(r[10]),
         *r[11:31],
     )
+    if _TASK_SETTERS is None:
+        return Task(**dict(zip(_TASK_FIELDS, values, strict=True)))
+    built: Task = object.__new__(Task)
     for setter, value in zip(_TASK_SETTERS, values, strict=True):
         setter(built, value)
     return built
-
-
-def _task_by_init(r: asyncpg.Record) -> Task:
-    """``task`` through ``Task``'s ``__init__``."""
-    return Task(
-        id=r[0],
-        name=r[1],
-        function=_function(r[2], r[3], r[4], r[5]),
-        state=_STATES[r[6]],
-        args=_json(r[7]),
-        kwargs=_json(r[8]),
-        context=_json(r[9]),
-        result=None if r[10] is None else json.loads(r[10]),
-        parent_task=r[11],
-        pending_parents=r[12],
-        channel=r[13],
-        priority=r[14],
-        retry_count=r[15],
-        max_retries=r[16],
-        timeout=r[17],
-        date_enqueued=r[18],
-        date_scheduled=r[19],
-        date_started=r[20],
-        date_done=r[21],
-        date_failed=r[22],
-        date_cancelled=r[23],
-        date_stopped=r[24],
-        date_ended=r[25],
-        execution_time=r[26],
-        claimed_by=r[27],
-        exception_name=r[28],
-        exception_message=r[29],
-        exception_info=r[30],
-    )
 
 
 def server(r: asyncpg.Record) -> ServerInfo:

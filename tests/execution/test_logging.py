@@ -283,3 +283,34 @@ def test_a_full_buffer_drops_and_reports_instead_of_blocking() -> None:
     assert buffer.drain(100) == []
     with pytest.raises(ValueError):
         LogBuffer(limit=0)
+
+
+def test_a_stored_line_is_a_plain_new_log_record() -> None:
+    """Lines are built through ``NewLogRecord``'s slots; the result is the same value as
+    its constructor's, equal, hashable and frozen, with the generic path as the fallback."""
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    values = (7, "info", "app.step", "hello", {"k": 1}, when)
+    built = task_logging._log_record(*values)
+    assert type(built) is NewLogRecord
+    assert built == NewLogRecord(*values)
+    assert repr(built) == repr(NewLogRecord(*values))
+    assert hash(task_logging._log_record(7, "info", "n", "m", None, when)) == hash(
+        NewLogRecord(7, "info", "n", "m", None, when)
+    )
+    with pytest.raises(AttributeError):
+        built.message = "changed"  # type: ignore[misc]
+    assert task_logging._LOG_RECORD_SETTERS is not None
+
+
+def test_a_stored_line_is_built_without_slots_when_they_cannot_be_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from datetime import UTC, datetime
+
+    monkeypatch.setattr(task_logging, "_LOG_RECORD_SETTERS", None)
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    assert task_logging._log_record(1, "error", "n", "m", None, when) == NewLogRecord(
+        1, "error", "n", "m", None, when
+    )

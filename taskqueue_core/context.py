@@ -145,12 +145,18 @@ class TaskContext:
             self.dirty = True
         self.writer.commit_soon()
 
-    def close(self) -> dict[str, Any] | None:
-        """End the task's context; return its final data if it ever changed, else None."""
+    def close(self, *, copy: bool = True) -> dict[str, Any] | None:
+        """End the task's context; return its final data if it ever changed, else None.
+
+        Once closed, nothing here changes ``data`` again, so with ``copy=False`` it is returned
+        itself: for a caller that knows no one else holds it (the worker, unless a hook was
+        given the live context)."""
         with self.lock:
             self.closed = True
             self.dirty = False
-            return copy_json(self.data) if self.version else None
+            if not self.version:
+                return None
+            return copy_json(self.data) if copy else self.data
 
 
 class SaveRequest:

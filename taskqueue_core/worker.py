@@ -655,7 +655,9 @@ class Worker:
         task = run.task
         writer = self._writer
         assert writer is not None
-        context = run.context.close()
+        # Only a pre-run hook is given the live context (as ``task.context``) and could keep
+        # it: then the final context is a copy; otherwise no one else holds it.
+        context = run.context.close(copy=bool(run.hooks[0]))
         del self._running[task.id]
         average = self._run_time
         self._run_time = (

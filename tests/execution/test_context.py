@@ -173,9 +173,19 @@ def test_dot_paths_nest_copy_and_overwrite() -> None:
     }
     assert ctx.dirty
     assert ctx.snapshot() == full and not ctx.dirty
-    assert ctx.close() == full
+    final = ctx.close()
+    assert final == full and final is not ctx.data
     with pytest.raises(NoTaskContext, match="has ended"):
         _in_context(ctx, lambda: set_context("late", 1))
+
+
+def test_close_without_copy_hands_over_the_data_and_none_when_unchanged() -> None:
+    ctx = TaskContext(3, {"kept": 1}, _Writer())
+    _in_context(ctx, lambda: set_context("step", "end"))
+    assert ctx.close(copy=False) is ctx.data
+    assert ctx.data == {"kept": 1, "step": "end"}
+    unchanged = TaskContext(4, {"kept": 1}, _Writer())
+    assert unchanged.close(copy=False) is None
 
 
 def test_auto_commit_false_does_not_mark_dirty_and_save_does() -> None:

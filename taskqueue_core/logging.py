@@ -454,15 +454,42 @@ def _exception(exc_info: ExcInfo) -> Any:
 
 
 def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
-    """``fields`` as plain JSON; values that are not JSON are stored as their ``repr``."""
+    """``fields`` as plain JSON; a value that is not JSON is stored as its ``repr``, and one
+    that has none (an int too long to write, a ``__repr__`` that raises) as a description."""
     try:
-        return json.loads(json.dumps(fields, allow_nan=False, default=repr))  # type: ignore[no-any-return]
-    except (TypeError, ValueError):
-        return {k: _jsonable_value(v) for k, v in fields.items()}
+        return json.loads(json.dumps(fields, allow_nan=False, default=_described))  # type: ignore[no-any-return]
+    except (TypeError, ValueError, RecursionError):
+        return {k: _jsonable_value(v, _NESTING_MAX) for k, v in fields.items()}
 
 
-def _jsonable_value(value: Any) -> Any:
+_NESTING_MAX = 50
+"""How deep ``_jsonable_value`` looks into the dicts and lists of a value that is not JSON
+(a value nested deeper, or one that holds itself, is stored as a description)."""
+
+
+def _jsonable_value(value: Any, depth: int) -> Any:
     try:
-        return json.loads(json.dumps(value, allow_nan=False, default=repr))
-    except (TypeError, ValueError):
+        return json.loads(json.dumps(value, allow_nan=False, default=_described))
+    except (TypeError, ValueError, RecursionError):
+        pass
+    # Something inside has no JSON and no repr (an int too long to write): keep what can be
+    # kept around it rather than describe the whole value.
+    if depth > 0 and isinstance(value, dict):
+        return {
+            k if isinstance(k, str) else _described(k): _jsonable_value(v, depth - 1)
+            for k, v in value.items()
+        }
+    if depth > 0 and isinstance(value, list | tuple):
+        return [_jsonable_value(v, depth - 1) for v in value]
+    return _described(value)
+
+
+def _described(value: object) -> str:
+    """``repr(value)``, or what ``value`` is when it has no repr: Python refuses to write an
+    int of more than ``sys.get_int_max_str_digits()`` digits, and a ``__repr__`` may raise."""
+    try:
         return repr(value)
+    except Exception:
+        if isinstance(value, int):
+            return f"<int of {value.bit_length()} bits, too long to write>"
+        return f"<{type(value).__qualname__} object, whose repr() failed>"

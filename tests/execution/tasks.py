@@ -237,6 +237,21 @@ async def log_many(n: int) -> int:
     return n
 
 
+class _NoRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+async def log_unwritable_extra(label: str) -> str:
+    """Lines whose ``extra`` holds values with no JSON and no repr, each way."""
+    huge = 10**5000  # more digits than Python writes
+    getLogger("tests.unwritable").info(
+        "huge %s", label, extra={"n": huge, "kept": 1, "deep": {"n": [huge, 2]}, "odd": _NoRepr()}
+    )
+    loguru_logger.bind(n=huge).info("loguru huge {}", label)
+    return label
+
+
 async def set_bad_context() -> str:
     try:
         set_context("bad", {1, 2})

@@ -120,6 +120,30 @@ async def test_a_line_that_cannot_be_stored_does_not_fail_the_task(
     assert "storage refused" in capsys.readouterr().err
 
 
+async def test_extra_values_with_no_json_and_no_repr_are_stored_as_descriptions(
+    queue_all: TaskQueue, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ref = queue_all.add_task(tasks.log_unwritable_extra, "x")
+    await run_until_idle(queue_all)
+    assert await ref.wait(5) == "x"
+    rows = await _all_logs(queue_all, await ref.get_task_id())
+    huge = "<int of 16610 bits, too long to write>"
+    assert [(r.name, r.message, r.info) for r in rows] == [
+        (
+            "tests.unwritable",
+            "huge x",
+            {
+                "n": huge,
+                "kept": 1,
+                "deep": {"n": [huge, 2]},
+                "odd": "<_NoRepr object, whose repr() failed>",
+            },
+        ),
+        ("tests.execution.tasks", "loguru huge x", {"n": huge}),
+    ]
+    assert "could not be stored" not in capsys.readouterr().err
+
+
 async def test_nul_characters_a_task_produces_are_stored_as_replacement_characters(
     queue_all: TaskQueue,
 ) -> None:

@@ -459,29 +459,51 @@ def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
     try:
         return json.loads(json.dumps(fields, allow_nan=False, default=_described))  # type: ignore[no-any-return]
     except (TypeError, ValueError, RecursionError):
-        return {k: _jsonable_value(v, _NESTING_MAX) for k, v in fields.items()}
+        walk = _Walk()
+        return {k: walk.value(v, _NESTING_MAX) for k, v in fields.items()}
 
 
 _NESTING_MAX = 50
-"""How deep ``_jsonable_value`` looks into the dicts and lists of a value that is not JSON
-(a value nested deeper, or one that holds itself, is stored as a description)."""
+"""How deep ``_Walk`` looks into the dicts and lists of a value that is not JSON."""
+
+_WALK_MAX = 10_000
+"""How many dicts and lists ``_Walk`` opens for one line at most (a value shared many times
+over would otherwise be walked once per path to it)."""
 
 
-def _jsonable_value(value: Any, depth: int) -> Any:
-    try:
-        return json.loads(json.dumps(value, allow_nan=False, default=_described))
-    except (TypeError, ValueError, RecursionError):
-        pass
-    # Something inside has no JSON and no repr (an int too long to write): keep what can be
-    # kept around it rather than describe the whole value.
-    if depth > 0 and isinstance(value, dict):
-        return {
-            k if isinstance(k, str) else _described(k): _jsonable_value(v, depth - 1)
-            for k, v in value.items()
-        }
-    if depth > 0 and isinstance(value, list | tuple):
-        return [_jsonable_value(v, depth - 1) for v in value]
-    return _described(value)
+class _Walk:
+    """One line's walk into the values its ``json.dumps`` refused: each dict and list that
+    has something without JSON and without repr inside (an int too long to write) is opened
+    to keep what can be kept around it. A value nested deeper than ``_NESTING_MAX``, one that
+    holds itself, and any after the first ``_WALK_MAX`` containers, is described whole."""
+
+    def __init__(self) -> None:
+        self.left = _WALK_MAX
+        self.open: set[int] = set()  # ids of the containers on the current path
+
+    def value(self, value: Any, depth: int) -> Any:
+        try:
+            return json.loads(json.dumps(value, allow_nan=False, default=_described))
+        except (TypeError, ValueError, RecursionError):
+            pass
+        if (
+            depth <= 0
+            or self.left <= 0
+            or id(value) in self.open
+            or not isinstance(value, dict | list | tuple)
+        ):
+            return _described(value)
+        self.left -= 1
+        self.open.add(id(value))
+        try:
+            if isinstance(value, dict):
+                return {
+                    k if isinstance(k, str) else _described(k): self.value(v, depth - 1)
+                    for k, v in value.items()
+                }
+            return [self.value(v, depth - 1) for v in value]
+        finally:
+            self.open.discard(id(value))
 
 
 def _described(value: object) -> str:

@@ -338,3 +338,25 @@ def test_a_stored_line_is_built_without_slots_when_they_cannot_be_used(
     assert task_logging._log_record(1, "error", "n", "m", None, when) == NewLogRecord(
         1, "error", "n", "m", None, when
     )
+
+
+def test_extra_values_that_hold_themselves_or_are_shared_are_described_in_bounded_time() -> None:
+    """A value that holds itself, or one shared along many paths, with something inside
+    that has no repr: each container is opened once per path at most, and only so many."""
+    huge = 10**5000
+    wide: list[object] = []
+    wide.extend([wide] * 3)  # every path through it is a cycle, three ways at each level
+    holder: list[object] = [huge]
+    holder.append(holder)
+    shared: list[object] = [huge]
+    for _ in range(40):  # 2**40 paths to the same int
+        shared = [shared, shared]
+    assert task_logging._jsonable({"wide": wide, "holder": holder, "k": 1}) == {
+        "wide": ["[[...], [...], [...]]"] * 3,
+        "holder": ["<int of 16610 bits, too long to write>", "<list object, whose repr() failed>"],
+        "k": 1,
+    }
+    stored = task_logging._jsonable({"shared": shared})
+    text = repr(stored)
+    assert text.count("<int of 16610 bits") <= task_logging._WALK_MAX + 1
+    assert text.startswith("{'shared': [[[[")

@@ -197,13 +197,7 @@ class TaskLogger:
         stack_info: bool = False,
         stacklevel: int = 1,
     ) -> None:
-        message = str(msg)
-        if args:
-            # The standard library's %-formatting; a single mapping argument is used by name.
-            if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
-                message = message % args[0]
-            else:
-                message = message % args
+        message = msg if type(msg) is str and not args else _formatted(msg, args)
         if stack_info:
             message = (
                 message
@@ -228,6 +222,38 @@ class TaskLogger:
         bound = self._logger.bind(**extra) if extra else self._logger
         # depth: skip _log and the public method so loguru reports the caller's location.
         bound.opt(depth=stacklevel + 1, exception=_exception(exc_info)).log(level, message)
+
+
+def _formatted(msg: object, args: tuple[object, ...]) -> str:
+    """``str(msg) % args`` as the standard library formats it (a single mapping argument is
+    used by name). Never raises: as with the standard library's logging, a line whose message
+    cannot be formatted does not fail the code that logs it (here, the task); the line is
+    kept, with its message, its arguments and what went wrong."""
+    try:
+        message = str(msg)
+        if args:
+            if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+                return message % args[0]
+            return message % args
+        return message
+    except Exception as exc:
+        # (str.__str__: the text itself, even from a subclass whose own __str__ raised.)
+        text = str.__str__(msg) if isinstance(msg, str) else _described(msg)
+        problem = f"{type(exc).__name__}: {_error_text(exc)}"
+        if not args:
+            return f"{text} (the message could not be made text: {problem})"
+        arguments = ", ".join(_described(arg) for arg in args)
+        return (
+            f"{text} (the message could not be formatted with its arguments ({arguments}): "
+            f"{problem})"
+        )
+
+
+def _error_text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return "(no message)"
 
 
 _STORED_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}

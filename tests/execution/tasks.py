@@ -252,6 +252,26 @@ async def log_unwritable_extra(label: str) -> str:
     return label
 
 
+class _NoStr:
+    def __repr__(self) -> str:
+        return "<NoStr>"
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+async def log_badly(label: str) -> str:
+    """Lines whose message cannot be formatted: none of them may fail the task."""
+    log = getLogger("tests.badly")
+    log.info("%s and %s", label)
+    log.warning("%(missing)s", {"present": 1})
+    log.error("%d items", "many")
+    log.info(_NoStr())
+    log.info("%s", 10**5000)
+    log.info("fine %s", label)
+    return label
+
+
 async def set_bad_context() -> str:
     try:
         set_context("bad", {1, 2})

@@ -120,6 +120,40 @@ async def test_a_line_that_cannot_be_stored_does_not_fail_the_task(
     assert "storage refused" in capsys.readouterr().err
 
 
+async def test_a_message_that_cannot_be_formatted_is_stored_as_it_is_and_the_task_goes_on(
+    queue_all: TaskQueue,
+) -> None:
+    ref = queue_all.add_task(tasks.log_badly, "x")
+    await run_until_idle(queue_all)
+    assert await ref.wait(5) == "x"
+    rows = await _all_logs(queue_all, await ref.get_task_id())
+    assert [(r.type, r.message) for r in rows] == [
+        (
+            "info",
+            "%s and %s (the message could not be formatted with its arguments ('x'): "
+            "TypeError: not enough arguments for format string)",
+        ),
+        (
+            "warning",
+            "%(missing)s (the message could not be formatted with its arguments "
+            "({'present': 1}): KeyError: 'missing')",
+        ),
+        (
+            "error",
+            "%d items (the message could not be formatted with its arguments ('many'): "
+            "TypeError: %d format: a real number is required, not str)",
+        ),
+        ("info", "<NoStr> (the message could not be made text: RuntimeError: no str)"),
+        ("info", rows[4].message),
+        ("info", "fine x"),
+    ]
+    # (The end of the message is Python's own.)
+    assert rows[4].message.startswith(
+        "%s (the message could not be formatted with its arguments "
+        "(<int of 16610 bits, too long to write>): ValueError: "
+    )
+
+
 async def test_extra_values_with_no_json_and_no_repr_are_stored_as_descriptions(
     queue_all: TaskQueue, capsys: pytest.CaptureFixture[str]
 ) -> None:

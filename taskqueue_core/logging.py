@@ -33,7 +33,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from loguru import logger as _loguru
@@ -202,7 +202,7 @@ class TaskLogger:
             message = (
                 message
                 + "\nStack (most recent call last):\n"
-                + "".join(traceback.format_stack(sys._getframe(stacklevel + 1)))
+                + "".join(traceback.format_stack(_outer_frame(stacklevel + 1)))
             )
         if not extra and stacklevel == 1 and (exc_info is None or exc_info is False):
             ctx = current_context()
@@ -222,6 +222,17 @@ class TaskLogger:
         bound = self._logger.bind(**extra) if extra else self._logger
         # depth: skip _log and the public method so loguru reports the caller's location.
         bound.opt(depth=stacklevel + 1, exception=_exception(exc_info)).log(level, message)
+
+
+def _outer_frame(depth: int) -> FrameType | None:
+    """The frame ``depth`` levels above the caller's, or the outermost one when the stack is
+    not that deep (the standard library's ``stacklevel`` does the same)."""
+    frame = sys._getframe(1)
+    for _ in range(depth):
+        if frame.f_back is None:
+            break
+        frame = frame.f_back
+    return frame
 
 
 def _formatted(msg: object, args: tuple[object, ...]) -> str:

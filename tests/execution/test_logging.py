@@ -268,6 +268,34 @@ def test_the_logger_api_is_the_standard_librarys() -> None:
     assert lines[2][2]["k"] == 1
 
 
+def _log_from_here(log: TaskLogger, stacklevel: int) -> None:
+    log.info("who called", stacklevel=stacklevel)
+
+
+def test_stacklevel_and_stack_info_name_the_frames_as_the_standard_library_does() -> None:
+    records: list[dict[str, object]] = []
+    sink = loguru_logger.add(lambda m: records.append(m.record), level="DEBUG")
+    try:
+        log = getLogger("stack")
+        _log_from_here(log, 1)
+        _log_from_here(log, 2)  # the caller of _log_from_here: this test
+        log.info("with its stack", stack_info=True)
+        # Deeper than the stack: the outermost frame, not an error.
+        log.info("deeper than the stack", stack_info=True, stacklevel=10_000)
+    finally:
+        loguru_logger.remove(sink)
+    assert [r["function"] for r in records[:2]] == [
+        "_log_from_here",
+        "test_stacklevel_and_stack_info_name_the_frames_as_the_standard_library_does",
+    ]
+    with_stack = str(records[2]["message"])
+    assert with_stack.startswith("with its stack\nStack (most recent call last):\n")
+    assert "test_stacklevel_and_stack_info_name_the_frames" in with_stack
+    deepest = str(records[3]["message"])
+    assert deepest.startswith("deeper than the stack\nStack (most recent call last):\n")
+    assert "test_stacklevel_and_stack_info" not in deepest
+
+
 async def test_lines_no_handler_prints_are_stored_alike_and_the_rest_still_printed(
     queue: TaskQueue, console_at_warning: list[str]
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,32 @@ from taskqueue_core.models import FunctionRef, NewTask, TaskState
 from taskqueue_core.queue import TaskQueue
 from taskqueue_core.testing import run_until_idle
 from tests.execution import tasks
-from tests.execution.conftest import running_worker
+from tests.execution.conftest import counting, running_worker
+
+
+async def test_a_retry_whose_write_lands_after_it_is_due_still_runs_at_once(
+    queue: TaskQueue,
+) -> None:
+    """The worker wakes up for its own retry when the retry should be due; if the retry's
+    write lands only later (a slow database), the write's own event (or, on a backend without
+    events, the poll) makes it look again, instead of leaving the retry to the fallback poll
+    (30 s here)."""
+    assert queue.config.fallback_polling_interval >= 30
+    repo = counting(queue)
+    real = repo.complete_tasks
+
+    async def slow_for_retries(server_name: str, outcomes: Any) -> Any:
+        if any(outcome.retry_at is not None for outcome in outcomes):
+            await asyncio.sleep(0.5)  # ten times the retry's delay
+        return await real(server_name, outcomes)
+
+    repo.complete_tasks = slow_for_retries  # type: ignore[method-assign]
+    async with running_worker(queue):
+        ref = queue.add_task(tasks.fail_until, "slow-write", 1)
+        assert await ref.wait(10) == "succeeded on attempt 2"
+    attempts = tasks.signals.attempts["slow-write"]
+    # Delay (about 0.05 s) plus the slow write: well under a second, not the poll's 30 s.
+    assert attempts[1] - attempts[0] < 5
 
 
 async def test_exceptions_retry_with_backoff_then_fail_with_traceback(queue: TaskQueue) -> None:

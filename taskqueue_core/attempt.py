@@ -109,6 +109,16 @@ def trace(error: BaseException) -> str:
     return "".join(traceback.format_exception(type(error), error, error.__traceback__))
 
 
+def error_text(error: BaseException) -> str:
+    """``str(error)``, as stored in ``exception_message``; a description of ``error`` when its
+    ``__str__`` raises. Never raises: the message is read where a failure is recorded or
+    reported, and a task's outcome must not be lost to its exception's own bug."""
+    try:
+        return str(error)
+    except Exception as problem:
+        return f"<{type(error).__name__} whose str() raised {type(problem).__name__}>"
+
+
 def callable_name(func: Callable[..., Any]) -> str:
     """``module.qualname`` of a function, for messages."""
     module = getattr(func, "__module__", None) or "?"

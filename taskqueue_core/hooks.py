@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
+from taskqueue_core.attempt import error_text
 from taskqueue_core.models import NewTask, Task
 
 __all__ = [
@@ -156,7 +157,7 @@ class HookRegistry:
                     key.value,
                     _hook_name(hook),
                     type(exc).__name__,
-                    exc,
+                    error_text(exc),
                 )
         return failures
 

@@ -16,7 +16,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from taskqueue_core.attempt import callable_name, failed, trace
+from taskqueue_core.attempt import callable_name, error_text, failed, trace
 from taskqueue_core.exceptions import FunctionRefused
 from taskqueue_core.functions import FunctionCodec
 from taskqueue_core.models import Outcome, Task
@@ -54,7 +54,7 @@ class Runnables:
         except FunctionRefused as exc:
             return failed(task, "FunctionRefused", exc.message, None)
         except Exception as exc:
-            message = f"the function of task {task.id} could not be loaded: {exc}"
+            message = f"the function of task {task.id} could not be loaded: {error_text(exc)}"
             return failed(task, type(exc).__name__, message, trace(exc))
         signature, is_async = self._describe(func)
         shape = (func, len(task.args), tuple(task.kwargs))

@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger as _loguru
 
-from taskqueue_core.attempt import Attempt, Interrupt, failed, result_problem, trace
+from taskqueue_core.attempt import Attempt, Interrupt, error_text, failed, result_problem, trace
 from taskqueue_core.context import TaskContext, activate, copy_json
 from taskqueue_core.exceptions import RepositoryError
 from taskqueue_core.hooks import Moment
@@ -711,7 +711,7 @@ class Worker:
         else:
             writer.add_outcome(
                 self._failure(
-                    task, type(error).__name__, str(error), trace(error), elapsed, context
+                    task, type(error).__name__, error_text(error), trace(error), elapsed, context
                 )
             )
         # The slot is free: the next task claimed ahead starts now, without a round trip.

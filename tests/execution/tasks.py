@@ -114,6 +114,17 @@ async def fail_always(key: str) -> None:
     raise ValueError(f"always failing: {key}")
 
 
+class BadStr(Exception):
+    """An exception whose message cannot be read: its ``__str__`` raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+async def raise_bad_str() -> None:
+    raise BadStr()
+
+
 async def fail_until(key: str, successes_after: int) -> str:
     attempts = signals.attempts.setdefault(key, [])
     attempts.append(time.monotonic())

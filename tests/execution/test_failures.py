@@ -41,6 +41,34 @@ async def test_a_retry_whose_write_lands_after_it_is_due_still_runs_at_once(
     assert attempts[1] - attempts[0] < 5
 
 
+async def test_an_exception_whose_message_cannot_be_read_still_fails_its_task(
+    queue: TaskQueue,
+) -> None:
+    """The task's outcome is recorded with a description instead of its message (before, the
+    worker's job crashed reading it and the task stayed ``doing`` for good)."""
+    ref = queue.add_task(tasks.raise_bad_str, max_retries=0)
+    after = queue.add_task(tasks.add, 1, 2)
+    await run_until_idle(queue)
+    with pytest.raises(TaskFailed) as caught:
+        await ref.wait(5)
+    assert caught.value.exception_name == "BadStr"
+    assert caught.value.exception_message == "<BadStr whose str() raised RuntimeError>"
+    assert "raise BadStr()" in (caught.value.exception_info or "")
+    assert await after.wait(5) == 3
+
+
+async def test_a_post_run_hook_whose_exception_cannot_be_read_does_not_stop_the_task(
+    queue: TaskQueue,
+) -> None:
+    def hook(task: object, result: object, error: object) -> None:
+        raise tasks.BadStr()
+
+    queue.hooks.on_post_run(hook)
+    ref = queue.add_task(tasks.add, 2, 3)
+    await run_until_idle(queue)
+    assert await ref.wait(5) == 5
+
+
 async def test_exceptions_retry_with_backoff_then_fail_with_traceback(queue: TaskQueue) -> None:
     queue.config.retry_backoff = 0.2
     queue.config.retry_backoff_max = 10.0

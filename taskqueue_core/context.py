@@ -280,6 +280,10 @@ def _json_copy(path: str, value: Any) -> Any:
             f"set_context({path!r}): the value is not JSON-serializable: "
             f"{type(value).__name__}: {exc}"
         ) from None
+    except RecursionError:
+        raise ArgumentNotSerializable(
+            f"set_context({path!r}): the value is nested too deeply to be written as JSON"
+        ) from None
     # PostgreSQL's jsonb cannot hold NUL: refused here, not when the worker writes the context.
     if json_has_nul(text):
         raise ArgumentNotSerializable(_NUL_MESSAGE.format(path=path))

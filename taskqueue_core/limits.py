@@ -128,12 +128,17 @@ builds one per call, which costs as much as encoding a small value."""
 
 def json_text(value: Any, what: str) -> str:
     """``value`` as compact JSON text for a JSON column; ``ArgumentNotSerializable`` naming
-    ``what`` when it is not JSON (a set, NaN) or holds a NUL character in a string or a key
+    ``what`` when it is not JSON (a set, NaN, lists nested deeper than Python's recursion
+    limit) or holds a NUL character in a string or a key
     (PostgreSQL's jsonb refuses it, so every backend refuses it alike)."""
     try:
         text = JSON_ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise ArgumentNotSerializable(f"{what} is not JSON-serializable: {exc}") from exc
+    except RecursionError:
+        raise ArgumentNotSerializable(
+            f"{what} is nested too deeply to be written as JSON"
+        ) from None
     if json_has_nul(text):
         raise ArgumentNotSerializable(f"{what} contains a NUL character, which cannot be stored")
     return text

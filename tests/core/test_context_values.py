@@ -12,8 +12,19 @@ from taskqueue_core.testing import run_until_idle
 caught: list[str] = []
 
 
+def _deep() -> list[object]:
+    deep: list[object] = []
+    for _ in range(100_000):  # deeper than Python's recursion limit
+        deep = [deep]
+    return deep
+
+
 async def store_nul(where: str) -> str:
-    value: object = {"value": "a\x00b", "nested": {"nested": ["a\x00b"]}, "huge": 10**5000}[where]
+    value: object = (
+        _deep()
+        if where == "deep"
+        else {"value": "a\x00b", "nested": {"nested": ["a\x00b"]}, "huge": 10**5000}[where]
+    )
     try:
         set_context("step", value)
     except ArgumentNotSerializable as exc:
@@ -27,7 +38,7 @@ async def store_fine() -> str:
     return "ok"
 
 
-@pytest.mark.parametrize("where", ["value", "nested", "huge"])
+@pytest.mark.parametrize("where", ["value", "nested", "huge", "deep"])
 async def test_a_value_no_column_holds_fails_the_task_that_set_it_and_no_other(where: str) -> None:
     caught.clear()
     config = QueueConfig(database_url="memory://", secret_key="k", max_retries=0)
@@ -41,5 +52,5 @@ async def test_a_value_no_column_holds_fails_the_task_that_set_it_and_no_other(w
         task = await queue.get_task(await good.get_task_id())
         # (Hooks other modules registered globally may have added keys of their own.)
         assert task.context["step"] == "fine"
-    expected = "Exceeds the limit" if where == "huge" else "NUL character"
+    expected = {"huge": "Exceeds the limit", "deep": "nested too deeply"}.get(where, "NUL")
     assert caught and expected in caught[0]

@@ -90,6 +90,11 @@ async def returns_nan() -> float:
 
 async def returns_unstorable(kind: str) -> Any:
     """A result that is JSON to Python but that no JSON column holds."""
+    if kind == "deep":
+        deep: list[Any] = []
+        for _ in range(100_000):  # deeper than Python's recursion limit
+            deep = [deep]
+        return deep
     return {
         "text": "a\x00b",
         "nested": {"items": ["ok", "x\x00"]},

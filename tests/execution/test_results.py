@@ -95,7 +95,7 @@ async def test_a_result_that_is_not_json_fails_naming_its_type(queue: TaskQueue)
 
 async def test_a_result_no_column_holds_fails_alone_and_says_why(queue_all: TaskQueue) -> None:
     queue = queue_all
-    kinds = ["text", "nested", "key", "huge"]
+    kinds = ["text", "nested", "key", "huge", "deep"]
     bad = [queue.add_task(tasks.returns_unstorable, kind) for kind in kinds]
     good = [queue.add_task(tasks.add, i, 1) for i in range(20)]  # in the same batches
     await run_until_idle(queue)
@@ -103,7 +103,10 @@ async def test_a_result_no_column_holds_fails_alone_and_says_why(queue_all: Task
         with pytest.raises(TaskFailed) as caught:
             await ref.wait(5)
         assert caught.value.exception_name == "ArgumentNotSerializable"
-        expected = "is not JSON-serializable" if kind == "huge" else "contains a NUL character"
+        expected = {
+            "huge": "is not JSON-serializable",
+            "deep": "is nested too deeply to be written as JSON",
+        }.get(kind, "contains a NUL character")
         assert expected in (caught.value.exception_message or ""), kind
     assert [await ref.wait(5) for ref in good] == [i + 1 for i in range(20)]
 

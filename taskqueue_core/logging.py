@@ -38,6 +38,7 @@ from typing import Any
 
 from loguru import logger as _loguru
 
+from taskqueue_core.attempt import error_text
 from taskqueue_core.context import current_context
 from taskqueue_core.limits import storable_json
 from taskqueue_core.models import NewLogRecord, slot_setters
@@ -224,7 +225,7 @@ class TaskLogger:
         bound.opt(depth=stacklevel + 1, exception=_exception(exc_info)).log(level, message)
 
 
-def _outer_frame(depth: int) -> FrameType | None:
+def _outer_frame(depth: int) -> FrameType:
     """The frame ``depth`` levels above the caller's, or the outermost one when the stack is
     not that deep (the standard library's ``stacklevel`` does the same)."""
     frame = sys._getframe(1)
@@ -250,7 +251,7 @@ def _formatted(msg: object, args: tuple[object, ...]) -> str:
     except Exception as exc:
         # (str.__str__: the text itself, even from a subclass whose own __str__ raised.)
         text = str.__str__(msg) if isinstance(msg, str) else _described(msg)
-        problem = f"{type(exc).__name__}: {_error_text(exc)}"
+        problem = f"{type(exc).__name__}: {error_text(exc)}"
         if not args:
             return f"{text} (the message could not be made text: {problem})"
         arguments = ", ".join(_described(arg) for arg in args)
@@ -258,13 +259,6 @@ def _formatted(msg: object, args: tuple[object, ...]) -> str:
             f"{text} (the message could not be formatted with its arguments ({arguments}): "
             f"{problem})"
         )
-
-
-def _error_text(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception:
-        return "(no message)"
 
 
 _STORED_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}

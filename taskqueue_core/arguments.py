@@ -24,7 +24,14 @@ from taskqueue_core.exceptions import ArgumentNotSerializable
 from taskqueue_core.limits import JSON_INT_DIGITS_MAX, SHORT_INT_BITS
 from taskqueue_core.models import NewTask
 
-__all__ = ["clean_context", "to_json", "to_json_args", "to_json_kwargs", "type_name"]
+__all__ = [
+    "clean_context",
+    "plain_scalar",
+    "to_json",
+    "to_json_args",
+    "to_json_kwargs",
+    "type_name",
+]
 
 _JSON_HINT = "use str, int, float, bool, None, and lists and dicts of them with str keys"
 
@@ -63,7 +70,7 @@ def to_json_args(values: Iterable[Any], label: str) -> list[Any]:
     """
     out = list(values)
     for index, value in enumerate(out):
-        if not _plain_scalar(value):
+        if not plain_scalar(value):
             out[index] = to_json(value, label, index)
     return out
 
@@ -84,11 +91,11 @@ def to_json_kwargs(values: Mapping[Any, Any], label: str) -> dict[str, Any]:
             raise ArgumentNotSerializable(
                 f"{label}: keyword name {key!r} contains a NUL character, not storable"
             )
-        out[key] = value if _plain_scalar(value) else to_json(value, label, key)
+        out[key] = value if plain_scalar(value) else to_json(value, label, key)
     return out
 
 
-def _plain_scalar(value: Any) -> bool:
+def plain_scalar(value: Any) -> bool:
     """True when ``value`` is stored as it is: a str without NUL, a short int, a finite
     float, a bool or None (exact types: subclasses go through ``_walk``)."""
     cls = type(value)

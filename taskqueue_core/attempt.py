@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import math
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+from taskqueue_core.arguments import plain_scalar
 from taskqueue_core.context import TaskContext
 from taskqueue_core.exceptions import ArgumentNotSerializable
-from taskqueue_core.limits import SHORT_INT_BITS, json_text
+from taskqueue_core.limits import json_text
 from taskqueue_core.models import Outcome, Task, TaskState
 
 __all__ = [
@@ -130,17 +130,10 @@ def result_problem(value: Any, task_id: int) -> str | None:
     ``limits.json_text``, which the repositories run to write it, says (not JSON, naming the
     type; or holding what no JSON column holds, a NUL character or an int too long to write).
     Plain values are stored as they are and need no look."""
-    cls = type(value)
-    if (
-        value is None
-        or cls is bool
-        or (cls is str and "\x00" not in value)
-        or (cls is int and value.bit_length() <= SHORT_INT_BITS)
-        or (cls is float and math.isfinite(value))
-    ):
+    if plain_scalar(value):
         return None
     what = f"the result of task {task_id}"
-    if cls is float:
+    if type(value) is float:
         # (json's own message does not name the value.)
         return f"{what} is not JSON: {value!r} is not a JSON number"
     try:

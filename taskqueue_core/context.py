@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import contextvars
 import json
-import math
 import threading
 from collections.abc import Awaitable, Generator
 from typing import Any, Protocol
 
+from taskqueue_core.arguments import plain_scalar
 from taskqueue_core.exceptions import ArgumentNotSerializable, TaskQueueError
-from taskqueue_core.limits import SHORT_INT_BITS, json_has_nul
+from taskqueue_core.limits import json_text
 from taskqueue_core.models import NewLogRecord
 
 __all__ = [
@@ -51,8 +51,6 @@ __all__ = [
     "save_context",
     "set_context",
 ]
-
-_SCALARS = (str, int, bool, type(None))
 
 
 class NoTaskContext(TaskQueueError, RuntimeError):
@@ -257,40 +255,16 @@ def copy_json(value: Any) -> Any:
 
 
 def _json_copy(path: str, value: Any) -> Any:
-    # Scalars (the common case: progress counters, step names) skip the JSON round trip.
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ArgumentNotSerializable(_NUL_MESSAGE.format(path=path))
+    # Plain scalars (the common case: progress counters, step names) are stored as they are.
+    if plain_scalar(value):
         return value
-    if isinstance(value, _SCALARS) and not (
-        # An int too long for Python to write as JSON fails at the JSON round trip below.
-        isinstance(value, int) and value.bit_length() > SHORT_INT_BITS
-    ):
-        return value
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return value
+    if type(value) is float:
         raise ArgumentNotSerializable(
             f"set_context({path!r}): {value!r} is not a JSON number (NaN and infinities are not)"
         )
-    try:
-        text = json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ArgumentNotSerializable(
-            f"set_context({path!r}): the value is not JSON-serializable: "
-            f"{type(value).__name__}: {exc}"
-        ) from None
-    except RecursionError:
-        raise ArgumentNotSerializable(
-            f"set_context({path!r}): the value is nested too deeply to be written as JSON"
-        ) from None
-    # PostgreSQL's jsonb cannot hold NUL: refused here, not when the worker writes the context.
-    if json_has_nul(text):
-        raise ArgumentNotSerializable(_NUL_MESSAGE.format(path=path))
-    return json.loads(text)
-
-
-_NUL_MESSAGE = "set_context({path!r}): the value contains a NUL character, which cannot be stored"
+    # Refused here, not when the worker writes the context: what json_text refuses, every
+    # repository refuses (not JSON, a NUL character, which jsonb cannot hold, too deep).
+    return json.loads(json_text(value, f"set_context({path!r}): the value"))
 
 
 def _split(path: str) -> list[str]:

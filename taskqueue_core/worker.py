@@ -655,47 +655,74 @@ class Worker:
         task = run.task
         writer = self._writer
         assert writer is not None
-        # Only a pre-run hook is given the live context (as ``task.context``) and could keep
-        # it: then the final context is a copy; otherwise no one else holds it.
-        context = run.context.close(copy=bool(run.hooks[0]))
         del self._running[task.id]
         average = self._run_time
         self._run_time = (
             elapsed if average is None else average + (elapsed - average) * _RUN_TIME_WEIGHT
         )
+        try:
+            outcome = self._outcome(run, result, error, elapsed)
+        except Exception as exc:
+            # A bug in recording the end must not leave the task `doing` for good: the reaper
+            # only takes back the tasks of dead servers, and this one is alive. The task fails
+            # (or is retried) with what went wrong; its context is lost with the bug.
+            _log.opt(exception=exc).error(
+                "taskqueue worker: recording the end of task {} failed", task.id
+            )
+            outcome = self._failure(
+                task,
+                "WorkerError",
+                f"the worker could not record the end of task {task.id}: "
+                f"{type(exc).__name__}: {error_text(exc)}",
+                trace(exc),
+                elapsed,
+                None,
+            )
+        if outcome is not None:
+            writer.add_outcome(outcome)
+        # The slot is free: the next task claimed ahead starts now, without a round trip.
+        if self._waiting and not self._stopping:
+            self._start_waiting()
+        if len(self._waiting) <= self._low_water:
+            self._wakeup.set()
+
+    def _outcome(
+        self, run: Attempt, result: Any, error: BaseException | None, elapsed: float
+    ) -> Outcome | None:
+        """What ``run``'s end writes: its outcome, or None when a cancel or stop already
+        wrote the final state (its context is then queued on its own)."""
+        task = run.task
+        # Only a pre-run hook is given the live context (as ``task.context``) and could keep
+        # it: then the final context is a copy; otherwise no one else holds it.
+        context = run.context.close(copy=bool(run.hooks[0]))
         if run.interrupt is Interrupt.CONTROL:
             # Cancelled or stopped: the repository wrote the final state; keep only its data.
             if context is not None:
-                writer.add_context(task.id, context)
-        elif run.interrupt is Interrupt.SHUTDOWN and isinstance(error, asyncio.CancelledError):
-            writer.add_outcome(
-                Outcome(
-                    task.id,
-                    TaskState.ENQUEUED,
-                    count_attempt=False,
-                    execution_time=elapsed,
-                    context=context,
-                    error_name="WorkerShutdown",
-                    error_message="the worker stopped before the task finished; it runs again",
-                )
+                assert self._writer is not None
+                self._writer.add_context(task.id, context)
+            return None
+        if run.interrupt is Interrupt.SHUTDOWN and isinstance(error, asyncio.CancelledError):
+            return Outcome(
+                task.id,
+                TaskState.ENQUEUED,
+                count_attempt=False,
+                execution_time=elapsed,
+                context=context,
+                error_name="WorkerShutdown",
+                error_message="the worker stopped before the task finished; it runs again",
             )
-        elif error is None:
+        if error is None:
             problem = result_problem(result, task.id)
             if problem is None:
-                writer.add_outcome(
-                    Outcome(
-                        task.id,
-                        TaskState.DONE,
-                        result=result,
-                        execution_time=elapsed,
-                        context=context,
-                    )
+                return Outcome(
+                    task.id,
+                    TaskState.DONE,
+                    result=result,
+                    execution_time=elapsed,
+                    context=context,
                 )
-            else:
-                writer.add_outcome(
-                    failed(task, "ArgumentNotSerializable", problem, None, elapsed, context)
-                )
-        elif run.interrupt is Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
+            return failed(task, "ArgumentNotSerializable", problem, None, elapsed, context)
+        if run.interrupt is Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
             where = (
                 ""
                 if run.is_async
@@ -705,20 +732,10 @@ class Worker:
                 )
             )
             message = f"task {task.id} exceeded its timeout of {run.timeout:g} s{where}"
-            writer.add_outcome(
-                self._failure(task, "TimeoutError", message, trace(error), elapsed, context)
-            )
-        else:
-            writer.add_outcome(
-                self._failure(
-                    task, type(error).__name__, error_text(error), trace(error), elapsed, context
-                )
-            )
-        # The slot is free: the next task claimed ahead starts now, without a round trip.
-        if self._waiting and not self._stopping:
-            self._start_waiting()
-        if len(self._waiting) <= self._low_water:
-            self._wakeup.set()
+            return self._failure(task, "TimeoutError", message, trace(error), elapsed, context)
+        return self._failure(
+            task, type(error).__name__, error_text(error), trace(error), elapsed, context
+        )
 
     def _failure(
         self,

@@ -57,6 +57,37 @@ async def test_an_exception_whose_message_cannot_be_read_still_fails_its_task(
     assert await after.wait(5) == 3
 
 
+async def test_a_failure_to_record_a_tasks_end_fails_that_task_and_the_worker_goes_on(
+    queue: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever raises while the worker turns a task's end into its outcome (here a stand-in
+    for a bug in the result check), the task is not left ``doing`` for good: it fails with
+    what went wrong, and the next task runs."""
+    import taskqueue_core.worker
+
+    real = taskqueue_core.worker.result_problem
+
+    def broken(result: Any, task_id: int) -> str | None:
+        if result == 5:
+            raise RuntimeError("a bug in the result check")
+        return real(result, task_id)
+
+    monkeypatch.setattr(taskqueue_core.worker, "result_problem", broken)
+    ref = queue.add_task(tasks.add, 2, 3, max_retries=0)
+    after = queue.add_task(tasks.add, 1, 2)
+    await run_until_idle(queue)
+    with pytest.raises(TaskFailed) as caught:
+        await ref.wait(5)
+    task_id = await ref.get_task_id()
+    assert caught.value.exception_name == "WorkerError"
+    assert caught.value.exception_message == (
+        f"the worker could not record the end of task {task_id}: "
+        "RuntimeError: a bug in the result check"
+    )
+    assert "a bug in the result check" in (caught.value.exception_info or "")
+    assert await after.wait(5) == 3
+
+
 async def test_a_post_run_hook_whose_exception_cannot_be_read_does_not_stop_the_task(
     queue: TaskQueue,
 ) -> None:

@@ -663,9 +663,10 @@ class Worker:
         try:
             outcome = self._outcome(run, result, error, elapsed)
         except Exception as exc:
-            # A bug in recording the end must not leave the task `doing` for good: the reaper
-            # only takes back the tasks of dead servers, and this one is alive. The task fails
-            # (or is retried) with what went wrong; its context is lost with the bug.
+            # A bug in recording the end must not leave the task `doing`: the reaper takes back
+            # the tasks of dead servers only, and a server's check of its own tasks (servers)
+            # takes two of its rounds (a bare Worker has none). The task fails, or is retried,
+            # at once with what went wrong; its context is lost with the bug.
             _log.opt(exception=exc).error(
                 "taskqueue worker: recording the end of task {} failed", task.id
             )

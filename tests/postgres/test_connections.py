@@ -73,6 +73,31 @@ async def test_a_spare_connection_the_server_dropped_is_replaced(
     assert task_id > 0
 
 
+async def test_a_spare_connection_unused_for_long_is_closed_not_lent(
+    repo: PostgresRepository, db: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kept connection is out of the pool, so the pool's own timer for idle connections
+    does not apply to it: one unused for ``SPARE_IDLE`` seconds (a proxy or a NAT may have
+    dropped it silently) is closed and the call gets a fresh one."""
+    import taskqueue_core.tortoise.postgres.repository as repository_module
+
+    monkeypatch.setattr(repository_module, "SPARE_IDLE", 0.05)
+    first = await _pid(repo)
+    spare = repo._spare
+    assert spare is not None
+    await asyncio.sleep(0.1)  # the idle time itself is what is tested
+    second = await _pid(repo)
+    assert second != first
+
+    async def first_gone() -> bool:
+        return not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", first)
+
+    await wait_until(first_gone, timeout=10, interval=0.01, what="the old backend to end")
+    # Used again within the limit, the kept connection is lent as before.
+    monkeypatch.setattr(repository_module, "SPARE_IDLE", 60.0)
+    assert await _pid(repo) == second
+
+
 async def test_close_gives_the_spare_back_so_the_pool_closes(pg_url: str) -> None:
     repo = PostgresRepository(pg_url)
     await repo.open()

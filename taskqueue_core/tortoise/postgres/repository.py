@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -72,6 +73,13 @@ logger = logging.getLogger("taskqueue.postgres")
 
 T = TypeVar("T")
 
+SPARE_IDLE = 60.0
+"""Seconds the connection ``_connection`` keeps between calls may wait unused. An older one is
+closed instead of lent: a pool closes its connections that idle for long (asyncpg: after 300 s),
+so that a call does not find one that a proxy, a firewall or a NAT dropped without a word; the
+kept connection, lent out of the pool, has no such timer. Re-opening costs a few
+milliseconds, once a minute at most."""
+
 
 # -- the repository ---------------------------------------------------------------------------
 
@@ -123,6 +131,8 @@ class PostgresRepository:
         self._spare: tuple[Any, asyncpg.Connection] | None = None
         """The lease (Tortoise's pool wrapper, its connection) that ``_connection`` keeps
         between calls, own pool only."""
+        self._spare_since = 0.0
+        """When the spare was kept (``time.monotonic()``): see ``SPARE_IDLE``."""
 
     def __repr__(self) -> str:
         return f"<PostgresRepository channel={self.notify_channel!r} notify={self.use_notify}>"
@@ -191,16 +201,22 @@ class PostgresRepository:
         error, no transaction left open) is kept as the spare and lent to the next call
         instead of going back to the pool: the pool's acquire and release cost 35 to 50 µs
         of CPU, as much as a short statement's own client work. One connection at most is
-        kept, and ``close`` gives it back. The connections of a host's client (``client=``)
-        always go back to its pool, which serves the application too.
+        kept, and ``close`` gives it back; one kept unused for ``SPARE_IDLE`` seconds is closed
+        rather than lent. The connections of a host's client (``client=``) always go back to its
+        pool, which serves the application too.
         """
         client = self._client
         if client is None:
             raise RepositoryError("the repository is not open")
         lease, self._spare = self._spare, None
         try:
-            if lease is not None and _lost(lease[1]):
-                # Lost while spare (the server ended it): the pool cleans it up.
+            if lease is not None and (
+                _lost(lease[1]) or time.monotonic() - self._spare_since > SPARE_IDLE
+            ):
+                # Lost while spare (the server ended it: the pool cleans it up), or unused for
+                # long (closed here: the pool opens a fresh one on the next acquire).
+                if not _lost(lease[1]):
+                    lease[1].terminate()
                 await _give_back(lease)
                 lease = None
             if lease is None:
@@ -222,6 +238,7 @@ class PostgresRepository:
             and not conn.is_in_transaction()
         ):
             self._spare = lease
+            self._spare_since = time.monotonic()
         else:
             await _give_back(lease)
 

@@ -487,11 +487,8 @@ def _exception(exc_info: ExcInfo) -> Any:
 def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
     """``fields`` as plain JSON; a value that is not JSON is stored as its ``repr``, and one
     that has none (an int too long to write, a ``__repr__`` that raises) as a description."""
-    try:
-        return json.loads(json.dumps(fields, allow_nan=False, default=_described))  # type: ignore[no-any-return]
-    except (TypeError, ValueError, RecursionError):
-        walk = _Walk()
-        return {k: walk.value(v, _NESTING_MAX) for k, v in fields.items()}
+    jsonable: dict[str, Any] = _Walk().value(fields, _NESTING_MAX + 1)
+    return jsonable
 
 
 _NESTING_MAX = 50

@@ -210,15 +210,15 @@ class PostgresRepository:
             raise RepositoryError("the repository is not open")
         lease, self._spare = self._spare, None
         try:
-            if lease is not None and (
-                _lost(lease[1]) or time.monotonic() - self._spare_since > SPARE_IDLE
-            ):
-                # Lost while spare (the server ended it: the pool cleans it up), or unused for
-                # long (closed here: the pool opens a fresh one on the next acquire).
-                if not _lost(lease[1]):
-                    lease[1].terminate()
-                await _give_back(lease)
-                lease = None
+            if lease is not None:
+                lost = _lost(lease[1])
+                if lost or time.monotonic() - self._spare_since > SPARE_IDLE:
+                    # Lost while spare (the server ended it: the pool cleans it up), or unused
+                    # for long (closed here: the pool opens a fresh one on the next acquire).
+                    if not lost:
+                        lease[1].terminate()
+                    await _give_back(lease)
+                    lease = None
             if lease is None:
                 wrapper = client.acquire_connection()
                 lease = (wrapper, await wrapper.__aenter__())

@@ -8,7 +8,12 @@ written, go in one round. A round is one ``create_tasks`` call (at most ``MAX_BA
 tasks), or, when the repository writes in parallel to advantage (``concurrent_creations``,
 PostgreSQL) and the round has at least ``2 * PART_MIN`` tasks, that many calls at once, each
 with a consecutive part of the round: the server works on both while the client encodes.
-``flush()`` waits for everything submitted so far; ``drain()`` until the flusher is idle.
+A full batch does not wait for the burst that fills it to end: when ``MAX_BATCH_SIZE`` tasks
+are pending and no such write is under way, their write starts inside the ``add_task`` call
+that completes the batch (``eager_tasks``), so the database writes it while the burst goes
+on (a burst of ``add_task`` calls never yields to the event loop, so the flusher starts only
+after it). ``flush()`` waits for everything submitted so far; ``drain()`` until every write
+is over and the flusher is idle.
 
 A failed background write surfaces on the refs it concerns (``get_task_id()`` / ``wait()``
 raise it) and is logged; the flusher itself never raises. A batch is all or nothing in the
@@ -33,6 +38,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from taskqueue_core.arguments import clean_context
+from taskqueue_core.eager_tasks import start_eagerly
 from taskqueue_core.exceptions import (
     InvalidTaskError,
     QueueClosed,
@@ -123,6 +129,10 @@ class CreationWriter:
         self._pending: list[PendingCreation] = []
         self._inflight: list[PendingCreation] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._early: asyncio.Future[None] | None = None
+        """The write of a full batch started by ``submit`` (see the module doc), until it ends."""
+        self._early_items: list[PendingCreation] = []
+        """That write's creations."""
 
     # -- immediate creation --------------------------------------------------------------
 
@@ -168,29 +178,69 @@ class CreationWriter:
         return self._flusher
 
     @property
+    def early_write(self) -> asyncio.Future[None] | None:
+        """The write of a full batch that ``submit`` started, None while there is none."""
+        return self._early
+
+    @property
     def pending_count(self) -> int:
         """How many submitted creations are not settled yet."""
-        return sum(1 for item in (*self._inflight, *self._pending) if not item.done())
+        return sum(1 for item in self._unsettled_candidates() if not item.done())
+
+    def _unsettled_candidates(self) -> tuple[PendingCreation, ...]:
+        return (*self._early_items, *self._inflight, *self._pending)
 
     def submit(self, item: PendingCreation) -> None:
-        """Queue ``item`` for the next round and make sure a flusher runs (in the loop)."""
-        self._pending.append(item)
+        """Queue ``item`` for the next round and make sure a flusher runs (in the loop); start
+        the write of a full batch at once (see the module doc)."""
+        pending = self._pending
+        pending.append(item)
         if self._flusher is None:
             loop = asyncio.get_running_loop()
             self._flusher = loop.create_task(self._flush_loop(), name="taskqueue-creation-flusher")
             self._flusher.add_done_callback(self._flusher_done)
+        if len(pending) >= MAX_BATCH_SIZE and not self._early_items:
+            self._start_early()
+
+    def _start_early(self) -> None:
+        """Take the first ``MAX_BATCH_SIZE`` pending creations and start their write now."""
+        batch = self._pending[:MAX_BATCH_SIZE]
+        del self._pending[:MAX_BATCH_SIZE]
+        # Set before the first step runs: a creation submitted from inside it (a log sink
+        # that adds a task) must not start another write.
+        self._early_items = batch
+        early = start_eagerly(self._write_batch(batch), name="taskqueue-creation-batch")
+        self._early = early
+        early.add_done_callback(self._early_done)
+
+    def _early_done(self, early: asyncio.Future[None]) -> None:
+        if self._early is not early:
+            return
+        items, self._early_items, self._early = self._early_items, [], None
+        error: BaseException
+        if early.cancelled():
+            error = QueueClosed("the task was not created: its write was cancelled")
+        elif (exc := early.exception()) is not None:
+            logger.opt(exception=exc).critical("taskqueue: a creation write crashed")
+            error = RepositoryError(f"the task was not created: {type(exc).__name__}: {exc}")
+        else:
+            return
+        # _write_batch catches every error of a write: as for the flusher, a bug or a loop
+        # shutdown; fail what did not settle rather than let get_task_id() hang.
+        for item in items:
+            item.fail(error)
 
     async def flush(self) -> None:
         """Wait until every creation submitted so far is written (or has failed on its ref)."""
-        waiters = [item.waiter() for item in (*self._inflight, *self._pending) if not item.done()]
+        waiters = [item.waiter() for item in self._unsettled_candidates() if not item.done()]
         if waiters:
             await asyncio.wait(waiters)
 
     async def drain(self) -> None:
-        """Wait until the flusher has written everything and stopped (new submissions
+        """Wait until every write has ended and the flusher has stopped (new submissions
         made meanwhile included)."""
-        while self._flusher is not None:
-            await asyncio.wait([self._flusher])
+        while self._flusher is not None or self._early is not None:
+            await asyncio.wait([f for f in (self._flusher, self._early) if f is not None])
 
     async def _flush_loop(self) -> None:
         while True:

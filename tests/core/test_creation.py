@@ -522,3 +522,81 @@ async def test_a_task_handed_over_after_close_is_refused_not_stranded(
     with pytest.raises(QueueClosed, match="queue closed first"):
         await asyncio.wait_for(ref.get_task_id(), 10)
     assert counting.create_calls == []
+
+
+async def test_a_full_batch_is_written_while_the_burst_that_fills_it_goes_on(
+    queue: TaskQueue, counting: CountingRepository
+) -> None:
+    from taskqueue_core.creation import MAX_BATCH_SIZE
+
+    refs = [queue.add_task(add, i, 0) for i in range(MAX_BATCH_SIZE)]
+    # No await yet: the add_task that filled the batch started its write.
+    assert [len(c) for c in counting.create_calls] == [MAX_BATCH_SIZE]
+    rest = [queue.add_task(add, i, 1) for i in range(10)]
+    child = queue.add_task(add, -1, 0, parent=refs[-1])  # its parent is in the early write
+    assert len(counting.create_calls) == 1  # the rest waits for the flusher, as before
+    await asyncio.wait_for(queue.flush(), 60)
+    assert queue.pending_count == 0
+    assert [len(c) for c in counting.create_calls] == [MAX_BATCH_SIZE, 11]
+    parent_id = await refs[-1].get_task_id()
+    assert counting.create_calls[1][-1].parent_ids == (parent_id,)
+    ids = [await r.get_task_id() for r in refs + rest]
+    assert len(set(ids)) == len(ids)
+    stored = await queue.repository.get_tasks(ids)
+    assert [t.args for t in stored] == [[i, 0] for i in range(MAX_BATCH_SIZE)] + [
+        [i, 1] for i in range(10)
+    ]
+    below = await queue.get_task(await child.get_task_id())
+    assert below.parent_task == parent_id and below.state is TaskState.WAITING
+
+
+async def test_flush_and_close_wait_for_a_full_batch_written_early(
+    queue: TaskQueue, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskqueue_core.creation import MAX_BATCH_SIZE
+
+    gate = asyncio.Event()
+    write = counting.create_tasks
+
+    async def held(tasks: Any, **options: Any) -> list[int]:
+        await gate.wait()
+        return await write(tasks, **options)
+
+    monkeypatch.setattr(counting, "create_tasks", held)
+    refs = [queue.add_task(add, i, 0) for i in range(MAX_BATCH_SIZE)]
+    early = queue._writer.early_write
+    assert early is not None and not early.done()
+    assert queue.pending_count == MAX_BATCH_SIZE
+    flushing = asyncio.create_task(queue.flush())
+    closing = asyncio.create_task(queue.close())
+    await asyncio.sleep(0.05)  # what is tested: both still wait for the write
+    assert not flushing.done() and not closing.done()
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(flushing, closing), 60)
+    assert all(r.created for r in refs)
+    assert queue._writer.early_write is None
+
+
+async def test_a_cancelled_early_write_fails_its_refs_and_later_tasks_are_written(
+    queue: TaskQueue, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from taskqueue_core.creation import MAX_BATCH_SIZE
+
+    never = asyncio.Event()
+    write = counting.create_tasks
+
+    async def held(tasks: Any, **options: Any) -> list[int]:
+        if len(tasks) == MAX_BATCH_SIZE:
+            await never.wait()
+        return await write(tasks, **options)
+
+    monkeypatch.setattr(counting, "create_tasks", held)
+    refs = [queue.add_task(add, i, 0) for i in range(MAX_BATCH_SIZE)]
+    early = queue._writer.early_write
+    assert early is not None
+    early.cancel()  # e.g. the loop is being torn down
+    with pytest.raises(QueueClosed, match="its write was cancelled"):
+        await asyncio.wait_for(refs[0].get_task_id(), 10)
+    assert all(r.creation_error() is not None for r in refs)
+    after = queue.add_task(add, 2, 2)
+    assert isinstance(await asyncio.wait_for(after.get_task_id(), 30), int)

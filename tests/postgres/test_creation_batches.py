@@ -246,3 +246,47 @@ async def test_a_large_batch_is_one_linear_statement(
     first, last = await repo.get_tasks([ids[0], ids[-1]])
     assert (first.args, last.args) == ([0], [19_999])
     assert datetime.now(UTC) - started < timedelta(seconds=60)
+
+
+def _count_rows_in_a_thread(url: str, wanted: int, seconds: float) -> int:
+    """From a thread of its own (its own loop and connection): poll the number of tasks until
+    it is ``wanted`` or ``seconds`` have passed; return the last count."""
+    import threading
+
+    seen = [-1]
+
+    async def poll() -> None:
+        conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
+        try:
+            deadline = asyncio.get_running_loop().time() + seconds
+            while True:
+                seen[0] = await conn.fetchval("SELECT count(*) FROM queued_tasks")
+                if seen[0] >= wanted or asyncio.get_running_loop().time() > deadline:
+                    return
+                await asyncio.sleep(0.01)
+        finally:
+            await conn.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(poll(),), name="count-rows")
+    thread.start()
+    thread.join(seconds + 10)
+    return seen[0]
+
+
+async def test_a_full_batch_of_add_task_reaches_the_server_before_the_burst_ends(
+    pg_url: str,
+) -> None:
+    """The add_task that fills a batch sends its statement at once (the queue's opening
+    prepared it): the server writes the batch while this test still holds the event loop."""
+    from taskqueue_core import HookRegistry, QueueConfig, TaskQueue
+    from taskqueue_core.creation import MAX_BATCH_SIZE
+
+    config = QueueConfig(database_url=pg_url, secret_key="creation-tests")
+    # A registry of its own: a pre_create hook (of another test, in the process-wide one)
+    # would run first, when the loop runs.
+    async with TaskQueue(config, hooks=HookRegistry()) as queue:
+        refs = [queue.add_task(noop) for _ in range(MAX_BATCH_SIZE)]
+        # Blocks the loop: the rows can only come from the statement already sent.
+        assert _count_rows_in_a_thread(pg_url, MAX_BATCH_SIZE, 30) == MAX_BATCH_SIZE
+        ids = await asyncio.wait_for(asyncio.gather(*(r.get_task_id() for r in refs)), 60)
+    assert len(set(ids)) == MAX_BATCH_SIZE

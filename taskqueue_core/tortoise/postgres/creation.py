@@ -111,6 +111,19 @@ async def create_free(
     return ids_of(row[0])
 
 
+async def prepare_free(conn: asyncpg.Connection) -> None:
+    """Run ``CREATE_FREE_SQL`` for no task on ``conn``, so that the driver has it prepared.
+
+    A write whose statement is prepared sends it in its first step, with no round trip
+    before: the write of a full batch that ``add_task`` starts in its own call
+    (``CreationWriter``) then reaches the server before the burst of calls ends. Writes
+    nothing. Raises the driver's errors (a database in read-only mode refuses it).
+    """
+    # $1 the count, $2 to $11 the task columns' arrays, $12 to $17 the JSON columns' documents
+    # and constants, $18 the channel to NOTIFY on (none), $19 the payloads.
+    await conn.fetchrow(CREATE_FREE_SQL, 0, *([[]] * 10), *([None] * 6), None, [])
+
+
 def columns_args(batch: Batch) -> list[Any]:
     """The arguments ``$1`` to ``$17`` of the creation statements: the tasks' columns."""
     functions = batch.functions

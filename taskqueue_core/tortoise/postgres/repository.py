@@ -160,6 +160,11 @@ class PostgresRepository:
         try:
             async with self._connection() as conn:
                 found = await conn.fetchval("SELECT to_regclass('queued_tasks') IS NOT NULL")
+                if found:
+                    with contextlib.suppress(asyncpg.PostgresError):
+                        # Not needed to create tasks, only to start a burst's first write
+                        # sooner (see ``creation.prepare_free``): a refusal is no error.
+                        await creation.prepare_free(conn)
         except RepositoryError:
             await self.close()
             raise

@@ -38,7 +38,7 @@ from taskqueue_core.limits import (
     PRIORITY_MAX,
     PRIORITY_MIN,
 )
-from taskqueue_core.models import FunctionRef, NewTask, slot_setters
+from taskqueue_core.models import FunctionRef, NewTask, slot_twin
 from taskqueue_core.ref import TaskRef
 
 __all__ = ["Validator", "check_channel", "check_task_id", "check_task_ids"]
@@ -424,7 +424,7 @@ def check_channel(channel: Any, label: str | None = None) -> str:
     return channel
 
 
-# ``_new_task`` builds a ``NewTask`` through its slots (``models.slot_setters``): the largest
+# ``_new_task`` builds a ``NewTask`` through its twin (``models.slot_twin``): the largest
 # single cost of a creation was its ``__init__``. Only while ``NewTask`` is exactly what this
 # expects; else it calls the class.
 _NEW_TASK_FIELDS = (
@@ -441,7 +441,7 @@ _NEW_TASK_FIELDS = (
     "timeout",
     "date_scheduled",
 )
-_SLOT_SETTERS = slot_setters(NewTask, _NEW_TASK_FIELDS)
+_NEW_TASK_TWIN = slot_twin(NewTask, _NEW_TASK_FIELDS)
 
 
 def _new_task(
@@ -456,7 +456,8 @@ def _new_task(
     date_scheduled: datetime | None,
 ) -> NewTask:
     """``NewTask(...)`` with these fields, an empty context and no parents."""
-    if _SLOT_SETTERS is None:
+    twin = _NEW_TASK_TWIN
+    if twin is None:
         return NewTask(
             name=name,
             function=function,
@@ -469,34 +470,22 @@ def _new_task(
             timeout=timeout,
             date_scheduled=date_scheduled,
         )
-    (
-        set_name,
-        set_function,
-        set_args,
-        set_kwargs,
-        set_context,
-        set_parent_ids,
-        set_batch_parents,
-        set_channel,
-        set_priority,
-        set_max_retries,
-        set_timeout,
-        set_date_scheduled,
-    ) = _SLOT_SETTERS
-    task: NewTask = object.__new__(NewTask)
-    set_name(task, name)
-    set_function(task, function)
-    set_args(task, args)
-    set_kwargs(task, kwargs)
-    set_context(task, {})
-    set_parent_ids(task, ())
-    set_batch_parents(task, ())
-    set_channel(task, channel)
-    set_priority(task, priority)
-    set_max_retries(task, max_retries)
-    set_timeout(task, timeout)
-    set_date_scheduled(task, date_scheduled)
-    return task
+    task: Any = object.__new__(twin)
+    task.name = name
+    task.function = function
+    task.args = args
+    task.kwargs = kwargs
+    task.context = {}
+    task.parent_ids = ()
+    task.batch_parents = ()
+    task.channel = channel
+    task.priority = priority
+    task.max_retries = max_retries
+    task.timeout = timeout
+    task.date_scheduled = date_scheduled
+    task.__class__ = NewTask
+    built: NewTask = task
+    return built
 
 
 def _built(

@@ -182,7 +182,7 @@ def test_the_task_validation_builds_equals_the_dataclass_built_the_usual_way() -
     from taskqueue_core import validation
     from taskqueue_core.models import NewTask
 
-    assert validation._SLOT_SETTERS is not None  # the quick way applies to NewTask as it is
+    assert validation._NEW_TASK_TWIN is not None  # the quick way applies to NewTask as it is
     ref = FunctionCodec("k").dump(tasks.add)
     built = validation._new_task("n", ref, [1], {"k": 2}, "c", 3, 4, 5.0, None)
     assert built == NewTask(
@@ -265,13 +265,13 @@ async def test_enqueue_many_serializes_a_function_whose_path_now_leads_elsewhere
     assert all(t.function.serialized_function for t in after)
 
 
-def test_slot_setters_refuse_a_class_of_another_shape() -> None:
-    from taskqueue_core.models import slot_setters
+def test_a_slot_twin_builds_the_dataclass_and_refuses_a_class_of_another_shape() -> None:
+    from taskqueue_core.models import slot_twin
 
     @dataclasses.dataclass(frozen=True, slots=True)
     class Plain:
         a: int
-        b: int
+        b: list[int]
 
     @dataclasses.dataclass(frozen=True, slots=True)
     class Checked:
@@ -281,11 +281,20 @@ def test_slot_setters_refuse_a_class_of_another_shape() -> None:
         def __post_init__(self) -> None:
             pass
 
-    setters = slot_setters(Plain, ("a", "b"))
-    assert setters is not None
-    built = object.__new__(Plain)
-    for setter, value in zip(setters, (1, 2), strict=True):
-        setter(built, value)
-    assert built == Plain(1, 2)
-    assert slot_setters(Plain, ("b", "a")) is None  # another order
-    assert slot_setters(Checked, ("a", "b")) is None  # __post_init__ would be skipped
+    @dataclasses.dataclass(frozen=True, slots=True, weakref_slot=True)
+    class Weak:
+        a: int
+
+    twin = slot_twin(Plain, ("a", "b"))
+    assert twin is not None
+    built: Any = object.__new__(twin)
+    built.a = 1
+    built.b = [2]
+    built.__class__ = Plain
+    assert type(built) is Plain
+    assert built == Plain(1, [2]) and repr(built) == repr(Plain(1, [2]))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.a = 3
+    assert slot_twin(Plain, ("b", "a")) is None  # another order
+    assert slot_twin(Checked, ("a", "b")) is None  # __post_init__ would be skipped
+    assert slot_twin(Weak, ("a",)) is None  # another layout: its __weakref__ slot

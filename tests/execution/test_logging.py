@@ -387,7 +387,7 @@ def test_a_stored_line_is_a_plain_new_log_record() -> None:
     )
     with pytest.raises(AttributeError):
         built.message = "changed"  # type: ignore[misc]
-    assert task_logging._LOG_RECORD_SETTERS is not None
+    assert task_logging._LOG_RECORD_TWIN is not None
 
 
 def test_a_stored_line_is_built_without_slots_when_they_cannot_be_used(
@@ -395,7 +395,7 @@ def test_a_stored_line_is_built_without_slots_when_they_cannot_be_used(
 ) -> None:
     from datetime import UTC, datetime
 
-    monkeypatch.setattr(task_logging, "_LOG_RECORD_SETTERS", None)
+    monkeypatch.setattr(task_logging, "_LOG_RECORD_TWIN", None)
     when = datetime(2026, 1, 2, tzinfo=UTC)
     assert task_logging._log_record(1, "error", "n", "m", None, when) == NewLogRecord(
         1, "error", "n", "m", None, when

@@ -68,13 +68,13 @@ async def test_a_row_with_every_column_set_decodes_as_read_by_name(
     rows = await db.fetch(
         SELECT_TASKS + " WHERE id = ANY($1) ORDER BY id", [parent, task_id, other]
     )
-    assert codec._TASK_SETTERS is not None  # the quick way applies to Task as it is
+    assert codec._TASK_TWIN is not None  # the quick way applies to Task as it is
     for row in rows:
         built = codec.task(row)
         assert built == by_name(row)
         assert type(built) is Task
     # And the way taken should Task change shape: its __init__, by field name.
-    monkeypatch.setattr(codec, "_TASK_SETTERS", None)
+    monkeypatch.setattr(codec, "_TASK_TWIN", None)
     assert [codec.task(row) for row in rows] == [by_name(row) for row in rows]
     full = codec.task(rows[1])
     assert (full.state, full.result, full.parent_task) == (TaskState.FAILED, {"r": [1, 2]}, parent)

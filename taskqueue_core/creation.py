@@ -214,21 +214,9 @@ class CreationWriter:
         early.add_done_callback(self._early_done)
 
     def _early_done(self, early: asyncio.Future[None]) -> None:
-        if self._early is not early:
-            return
+        # (One early write at a time: ``early`` is ``self._early``.)
         items, self._early_items, self._early = self._early_items, [], None
-        error: BaseException
-        if early.cancelled():
-            error = QueueClosed("the task was not created: its write was cancelled")
-        elif (exc := early.exception()) is not None:
-            logger.opt(exception=exc).critical("taskqueue: a creation write crashed")
-            error = RepositoryError(f"the task was not created: {type(exc).__name__}: {exc}")
-        else:
-            return
-        # _write_batch catches every error of a write: as for the flusher, a bug or a loop
-        # shutdown; fail what did not settle rather than let get_task_id() hang.
-        for item in items:
-            item.fail(error)
+        _fail_unsettled(early, "an early creation write", items)
 
     async def flush(self) -> None:
         """Wait until every creation submitted so far is written (or has failed on its ref)."""
@@ -276,20 +264,9 @@ class CreationWriter:
     def _flusher_done(self, task: asyncio.Task[None]) -> None:
         if self._flusher is task:
             self._flusher = None
-        error: BaseException
-        if task.cancelled():
-            error = QueueClosed("the task was not created: the creation flusher was cancelled")
-        elif (exc := task.exception()) is not None:
-            logger.opt(exception=exc).critical("taskqueue: the creation flusher crashed")
-            error = RepositoryError(f"the task was not created: {type(exc).__name__}: {exc}")
-        else:
-            return
-        # _write_batch catches every error of a write, so this is a bug or a loop shutdown:
-        # fail what is left rather than let get_task_id() hang.
-        for item in (*self._inflight, *self._pending):
-            item.fail(error)
-        self._inflight = []
-        self._pending = []
+        if _fail_unsettled(task, "the creation flusher", (*self._inflight, *self._pending)):
+            self._inflight = []
+            self._pending = []
 
     async def _write_batch(self, batch: list[PendingCreation]) -> None:
         await self._run_pre_create(batch)
@@ -419,6 +396,27 @@ class CreationWriter:
         # which may point at it, are resolved.
         await self._write_group(items[:middle])
         await self._write_group([i for i in items[middle:] if not i.done()])
+
+
+def _fail_unsettled(
+    writer: asyncio.Future[None], what: str, items: Sequence[PendingCreation]
+) -> bool:
+    """Fail ``items`` if ``writer`` (``what``: the flusher, an early write) was cancelled or
+    crashed, and say whether it was.
+
+    ``_write_batch`` catches every error of a write, so that is a bug or a loop shutdown:
+    the creations it had not settled fail rather than let ``get_task_id()`` hang."""
+    error: BaseException
+    if writer.cancelled():
+        error = QueueClosed(f"the task was not created: {what} was cancelled")
+    elif (exc := writer.exception()) is not None:
+        logger.opt(exception=exc).critical("taskqueue: {} crashed", what)
+        error = RepositoryError(f"the task was not created: {type(exc).__name__}: {exc}")
+    else:
+        return False
+    for item in items:
+        item.fail(error)
+    return True
 
 
 async def _run_in_contexts(

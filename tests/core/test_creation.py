@@ -550,19 +550,29 @@ async def test_a_full_batch_is_written_while_the_burst_that_fills_it_goes_on(
     assert below.parent_task == parent_id and below.state is TaskState.WAITING
 
 
+def hold_writes(
+    counting: CountingRepository, monkeypatch: pytest.MonkeyPatch, *, of_size: int | None = None
+) -> asyncio.Event:
+    """Make ``counting``'s ``create_tasks`` calls (those of ``of_size`` tasks only, if given)
+    wait until the event returned is set."""
+    gate = asyncio.Event()
+    write = counting.create_tasks
+
+    async def held(tasks: Any, **options: Any) -> list[int]:
+        if of_size is None or len(tasks) == of_size:
+            await gate.wait()
+        return await write(tasks, **options)
+
+    monkeypatch.setattr(counting, "create_tasks", held)
+    return gate
+
+
 async def test_flush_and_close_wait_for_a_full_batch_written_early(
     queue: TaskQueue, counting: CountingRepository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from taskqueue_core.creation import MAX_BATCH_SIZE
 
-    gate = asyncio.Event()
-    write = counting.create_tasks
-
-    async def held(tasks: Any, **options: Any) -> list[int]:
-        await gate.wait()
-        return await write(tasks, **options)
-
-    monkeypatch.setattr(counting, "create_tasks", held)
+    gate = hold_writes(counting, monkeypatch)
     refs = [queue.add_task(add, i, 0) for i in range(MAX_BATCH_SIZE)]
     early = queue._writer.early_write
     assert early is not None and not early.done()
@@ -582,20 +592,12 @@ async def test_a_cancelled_early_write_fails_its_refs_and_later_tasks_are_writte
 ) -> None:
     from taskqueue_core.creation import MAX_BATCH_SIZE
 
-    never = asyncio.Event()
-    write = counting.create_tasks
-
-    async def held(tasks: Any, **options: Any) -> list[int]:
-        if len(tasks) == MAX_BATCH_SIZE:
-            await never.wait()
-        return await write(tasks, **options)
-
-    monkeypatch.setattr(counting, "create_tasks", held)
+    hold_writes(counting, monkeypatch, of_size=MAX_BATCH_SIZE)  # never let go
     refs = [queue.add_task(add, i, 0) for i in range(MAX_BATCH_SIZE)]
     early = queue._writer.early_write
     assert early is not None
     early.cancel()  # e.g. the loop is being torn down
-    with pytest.raises(QueueClosed, match="its write was cancelled"):
+    with pytest.raises(QueueClosed, match="an early creation write was cancelled"):
         await asyncio.wait_for(refs[0].get_task_id(), 10)
     assert all(r.creation_error() is not None for r in refs)
     after = queue.add_task(add, 2, 2)

@@ -63,7 +63,15 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger as _loguru
 
-from taskqueue_core.attempt import Attempt, Interrupt, error_text, failed, result_problem, trace
+from taskqueue_core.attempt import (
+    Attempt,
+    Interrupt,
+    done_outcome,
+    error_text,
+    failed,
+    result_problem,
+    trace,
+)
 from taskqueue_core.context import TaskContext, activate, copy_json
 from taskqueue_core.exceptions import RepositoryError
 from taskqueue_core.hooks import Moment
@@ -715,13 +723,7 @@ class Worker:
         if error is None:
             problem = result_problem(result, task.id)
             if problem is None:
-                return Outcome(
-                    task.id,
-                    TaskState.DONE,
-                    result=result,
-                    execution_time=elapsed,
-                    context=context,
-                )
+                return done_outcome(task.id, result, elapsed, context)
             return failed(task, "ArgumentNotSerializable", problem, None, elapsed, context)
         if run.interrupt is Interrupt.TIMEOUT and isinstance(error, asyncio.CancelledError):
             where = (

@@ -185,3 +185,26 @@ async def test_a_worker_runs_once_and_validates_its_options(queue: TaskQueue) ->
     with pytest.raises(RuntimeError, match="runs once"):
         await worker.run(burst=True)
     await worker.stop()  # after the end: returns at once
+
+
+def test_a_done_outcome_is_the_dataclass_its_constructor_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The worker builds a done task's outcome through ``Outcome``'s twin: the same value,
+    equal, hashed and printed alike, and frozen; without the twin, through the constructor."""
+    from taskqueue_core import attempt
+    from taskqueue_core.models import Outcome
+
+    expected = Outcome(7, TaskState.DONE, result=[1, 2], execution_time=0.5, context={"a": 1})
+    built = attempt.done_outcome(7, [1, 2], 0.5, {"a": 1})
+    assert attempt._OUTCOME_TWIN is not None
+    assert type(built) is Outcome
+    assert built == expected
+    assert repr(built) == repr(expected)
+    plain = attempt.done_outcome(8, None, 0.25, None)
+    assert hash(plain) == hash(Outcome(8, TaskState.DONE, execution_time=0.25))
+    with pytest.raises(AttributeError):
+        built.result = 3  # type: ignore[misc]
+
+    monkeypatch.setattr(attempt, "_OUTCOME_TWIN", None)
+    assert attempt.done_outcome(7, [1, 2], 0.5, {"a": 1}) == expected

@@ -7,8 +7,9 @@ printed by loguru's handlers like any other loguru line. Inside a running task e
 from a ``TaskLogger`` or from ``loguru.logger`` directly, also becomes a row of
 ``queued_task_logs``: a ``TaskLogger``'s through a loguru patcher (before any handler runs),
 ``loguru.logger``'s through a loguru sink installed by this module (once per process). A
-``TaskLogger`` line inside a task that no loguru handler would print (no handler takes its
-level) is stored directly, without building loguru's record (``_only_stored``). A row has:
+``TaskLogger`` line inside a task whose record nothing global would change (no patcher,
+``extra``, ``contextualize`` values, modules disabled or enabled by name) is stored
+directly, and goes to loguru's handlers only if one takes its level (``_route``). A row has:
 
 - ``type``: ``debug``, ``info``, ``warning``, ``error`` or ``critical`` (loguru's ``TRACE``
   is not stored; ``SUCCESS`` is stored as ``info``);
@@ -146,34 +147,38 @@ class TaskLogger:
         # The patcher stores the line in the task's log as soon as loguru has built its
         # record, before any handler runs; the task sink's filter then lets it pass by.
         self._logger = _loguru.bind(**{LOGGER_KEY: name}).patch(_store_task_record)
-        # The logger of the common call (no exception, the caller's own frame), built once:
-        # ``opt()`` makes a new logger object on every call.
+        # The loggers of the common call (no option: the caller's own frame), built once, as
+        # ``opt()`` makes a new logger object on every call: with the storing patcher, and
+        # without it, for a line already stored (``_route``).
         self._direct = self._logger.opt(depth=2)
+        self._printing = _loguru.bind(**{LOGGER_KEY: name}).opt(depth=2)
 
     def __repr__(self) -> str:
         return f"<TaskLogger {self.name!r}>"
 
+    # Each method hands its options on as the dict they arrived in: unpacking them into
+    # keyword arguments costs the common call (none at all) more than the rest of our part.
     def debug(self, msg: object, *args: object, **options: Any) -> None:
         """Log ``msg % args`` at DEBUG."""
-        self._log("DEBUG", msg, args, **options)
+        self._log("DEBUG", msg, args, options)
 
     def info(self, msg: object, *args: object, **options: Any) -> None:
         """Log ``msg % args`` at INFO."""
-        self._log("INFO", msg, args, **options)
+        self._log("INFO", msg, args, options)
 
     def warning(self, msg: object, *args: object, **options: Any) -> None:
         """Log ``msg % args`` at WARNING."""
-        self._log("WARNING", msg, args, **options)
+        self._log("WARNING", msg, args, options)
 
     warn = warning
 
     def error(self, msg: object, *args: object, **options: Any) -> None:
         """Log ``msg % args`` at ERROR."""
-        self._log("ERROR", msg, args, **options)
+        self._log("ERROR", msg, args, options)
 
     def critical(self, msg: object, *args: object, **options: Any) -> None:
         """Log ``msg % args`` at CRITICAL."""
-        self._log("CRITICAL", msg, args, **options)
+        self._log("CRITICAL", msg, args, options)
 
     fatal = critical
 
@@ -181,13 +186,39 @@ class TaskLogger:
         self, msg: object, *args: object, exc_info: ExcInfo = True, **options: Any
     ) -> None:
         """Log ``msg % args`` at ERROR with the exception being handled (and its traceback)."""
-        self._log("ERROR", msg, args, exc_info=exc_info, **options)
+        self._log("ERROR", msg, args, {**options, "exc_info": exc_info})
 
     def log(self, level: int | str, msg: object, *args: object, **options: Any) -> None:
         """Log ``msg % args`` at ``level`` (a standard library level number or a level name)."""
-        self._log(_level_name(level), msg, args, **options)
+        self._log(_level_name(level), msg, args, options)
 
     def _log(
+        self, level: str, msg: object, args: tuple[object, ...], options: dict[str, Any]
+    ) -> None:
+        if options:
+            self._log_with(level, msg, args, **options)
+            return
+        message = msg if type(msg) is str and not args else _formatted(msg, args)
+        ctx = current_context()
+        if ctx is not None:
+            level_no = _STORED_LEVELS.get(level)
+            route = _THROUGH_LOGURU if level_no is None else _route(level_no)
+            if route is not _THROUGH_LOGURU:
+                # Stored here, as the patcher would store it, without loguru's record (its
+                # caller's frame, local time, process and thread) or the patcher's reading
+                # of it; printed, if a handler takes it, by a logger without the patcher.
+                assert level_no is not None
+                ctx.writer.add_log(
+                    _log_record(
+                        ctx.task_id, _type(level_no), self.name, message, None, datetime.now(UTC)
+                    )
+                )
+                if route is _STORED_AND_PRINTED:
+                    self._printing.log(level, message)
+                return
+        self._direct.log(level, message)
+
+    def _log_with(
         self,
         level: str,
         msg: object,
@@ -198,31 +229,18 @@ class TaskLogger:
         stack_info: bool = False,
         stacklevel: int = 1,
     ) -> None:
+        """``_log`` with options: through loguru, whose patcher stores the line."""
         message = msg if type(msg) is str and not args else _formatted(msg, args)
         if stack_info:
             message = (
                 message
                 + "\nStack (most recent call last):\n"
-                + "".join(traceback.format_stack(_outer_frame(stacklevel + 1)))
+                + "".join(traceback.format_stack(_outer_frame(stacklevel + 2)))
             )
-        if not extra and stacklevel == 1 and (exc_info is None or exc_info is False):
-            ctx = current_context()
-            level_no = _STORED_LEVELS.get(level)
-            if ctx is not None and level_no is not None and _only_stored(level_no):
-                # No loguru handler would print the line: store it without building loguru's
-                # record (its caller's frame, local time, process and thread), which costs
-                # several times what storing does.
-                ctx.writer.add_log(
-                    _log_record(
-                        ctx.task_id, _type(level_no), self.name, message, None, datetime.now(UTC)
-                    )
-                )
-                return
-            self._direct.log(level, message)
-            return
         bound = self._logger.bind(**extra) if extra else self._logger
-        # depth: skip _log and the public method so loguru reports the caller's location.
-        bound.opt(depth=stacklevel + 1, exception=_exception(exc_info)).log(level, message)
+        # depth: skip _log_with, _log and the public method so loguru reports the caller's
+        # location.
+        bound.opt(depth=stacklevel + 2, exception=_exception(exc_info)).log(level, message)
 
 
 def _outer_frame(depth: int) -> FrameType:
@@ -262,11 +280,12 @@ def _formatted(msg: object, args: tuple[object, ...]) -> str:
 
 
 _STORED_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
-"""The level names whose lines may skip loguru (``_only_stored``): the standard ones, whose
-numbers loguru cannot change. Any other name (``SUCCESS``, a custom level) goes to loguru."""
+"""The level names whose lines may be stored without loguru's record (``_route``): the
+standard ones, whose numbers loguru cannot change. Any other name (``SUCCESS``, a custom
+level) goes through loguru."""
 
-# The values of ``logger.contextualize()``, which a stored line must not lose (``_only_stored``).
-# Without it (another loguru layout), ``_only_stored`` is always False.
+# The values of ``logger.contextualize()``, which a stored line must not lose (``_route``).
+# Without it (another loguru layout), every line goes through loguru.
 _loguru_context: Any
 try:
     from loguru._logger import context as _loguru_context
@@ -278,18 +297,38 @@ _handlers_seen: tuple[object, float] = ({}, float("inf"))
 replaces the dict whenever a handler is added or removed, so the dict itself is the key)."""
 
 
-def _only_stored(level_no: int) -> bool:
-    """Whether loguru, given a ``TaskLogger`` line of ``level_no``, would only store it: no
-    handler but the task sink takes that level, and nothing global would change the record
-    (a patcher or ``extra`` set by ``logger.configure``, ``logger.contextualize`` values,
-    a module disabled with ``logger.disable``).
+_THROUGH_LOGURU = 0
+_STORED = 1
+_STORED_AND_PRINTED = 2
+
+
+def _route(level_no: int) -> int:
+    """How a ``TaskLogger`` line of ``level_no`` (one of ``_STORED_LEVELS``), logged inside a
+    task with no option, goes:
+
+    - ``_THROUGH_LOGURU``: something global would change loguru's record (a patcher or
+      ``extra`` set by ``logger.configure``, ``logger.contextualize`` values, modules
+      disabled or enabled by name), so the line goes through loguru, whose patcher
+      stores the record as changed;
+    - ``_STORED``: nothing would change it and no handler but the task sink takes that
+      level: the line is stored directly, and loguru never sees it;
+    - ``_STORED_AND_PRINTED``: nothing would change it and a handler takes it: the line is
+      stored directly, then printed through loguru without the storing patcher.
 
     loguru has no public API for this, so its core is read; anything unexpected there answers
-    False, and the line goes through loguru as usual.
+    ``_THROUGH_LOGURU``.
     """
     global _handlers_seen
     core: Any = getattr(_loguru, "_core", None)
     try:
+        if (
+            core.patcher is not None
+            or core.extra
+            or core.activation_list
+            or not core.activation_none
+            or _loguru_context.get()
+        ):
+            return _THROUGH_LOGURU
         handlers = core.handlers
         seen, lowest = _handlers_seen
         if handlers is not seen:
@@ -297,17 +336,9 @@ def _only_stored(level_no: int) -> bool:
                 (h.levelno for i, h in handlers.items() if i != _sink_id), default=float("inf")
             )
             _handlers_seen = (handlers, lowest)
-        # The level first: with a console that prints the line, nothing else is read.
-        return not (
-            level_no >= lowest
-            or core.patcher is not None
-            or core.extra
-            or core.activation_list
-            or not core.activation_none
-            or _loguru_context.get()
-        )
     except (AttributeError, TypeError):
-        return False
+        return _THROUGH_LOGURU
+    return _STORED_AND_PRINTED if level_no >= lowest else _STORED
 
 
 _loggers: dict[str, TaskLogger] = {}

@@ -331,22 +331,68 @@ async def test_fields_loguru_adds_to_every_record_keep_lines_going_through_logur
     assert {r.message: r.info for r in rows}["info q"] == {"service": "billing"}
 
 
-def test_a_line_skips_loguru_only_while_no_handler_takes_its_level(
+def test_a_line_is_stored_directly_while_nothing_global_would_change_its_record(
     console_at_warning: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert task_logging._only_stored(20)
-    assert not task_logging._only_stored(30)
+    route = task_logging._route
+    assert route(20) == task_logging._STORED
+    assert route(30) == task_logging._STORED_AND_PRINTED
     sink = loguru_logger.add(lambda m: None, level="DEBUG")
     try:
-        assert not task_logging._only_stored(20)  # a handler added later is seen at once
+        assert route(20) == task_logging._STORED_AND_PRINTED  # a handler added is seen at once
     finally:
         loguru_logger.remove(sink)
-    assert task_logging._only_stored(20)
+    assert route(20) == task_logging._STORED
     with loguru_logger.contextualize(request="r"):
-        assert not task_logging._only_stored(20)
+        assert route(20) == task_logging._THROUGH_LOGURU
+        assert route(30) == task_logging._THROUGH_LOGURU
+    # What ``logger.configure(patcher=...)`` and ``logger.disable("somewhere")`` leave in
+    # loguru's core; neither has an undo, so the test sets and restores them itself.
+    core = loguru_logger._core  # type: ignore[attr-defined]
+    with monkeypatch.context() as patched:
+        patched.setattr(core, "patcher", lambda record: None)
+        assert route(30) == task_logging._THROUGH_LOGURU
+    with monkeypatch.context() as patched:
+        patched.setattr(core, "activation_list", [("somewhere.", False)])
+        assert route(30) == task_logging._THROUGH_LOGURU
+    assert route(30) == task_logging._STORED_AND_PRINTED
     # A loguru without what is read here: every line goes through loguru.
     monkeypatch.setattr(task_logging, "_loguru_context", None)
-    assert not task_logging._only_stored(20)
+    assert route(30) == task_logging._THROUGH_LOGURU
+
+
+async def test_a_line_stored_directly_and_printed_is_stored_once_and_printed_at_its_caller(
+    queue: TaskQueue,
+) -> None:
+    printed: list[tuple[str, str, str, int]] = []
+    console = loguru_logger.add(
+        lambda m: printed.append(
+            (m.record["level"].name, m.record["message"], m.record["function"], m.record["line"])
+        ),
+        level="INFO",
+    )
+    try:
+        ref = queue.add_task(tasks.log_plain, "s")
+        await run_until_idle(queue)
+        assert await ref.wait(5) == "s"
+    finally:
+        loguru_logger.remove(console)
+    rows = await _all_logs(queue, await ref.get_task_id())
+    assert [(r.type, r.message) for r in rows] == [
+        ("debug", "debug s"),
+        ("info", "info s"),
+        ("warning", "warning s"),
+        ("info", "success s"),
+        ("critical", "critical s"),
+    ]
+    assert [p[:3] for p in printed] == [
+        ("INFO", "info s", "log_plain"),
+        ("WARNING", "warning s", "log_plain"),
+        ("SUCCESS", "success s", "log_plain"),
+        ("CRITICAL", "critical s", "log_plain"),
+    ]
+    lines = [p[3] for p in printed]
+    assert lines == sorted(lines) and len(set(lines)) == 4
 
 
 def test_install_task_sink_is_idempotent() -> None:

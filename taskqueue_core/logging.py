@@ -201,17 +201,15 @@ class TaskLogger:
         message = msg if type(msg) is str and not args else _formatted(msg, args)
         ctx = current_context()
         if ctx is not None:
-            level_no = _STORED_LEVELS.get(level)
-            route = _THROUGH_LOGURU if level_no is None else _route(level_no)
+            stored = _STORED_LEVELS.get(level)
+            route = _THROUGH_LOGURU if stored is None else _route(stored[0])
             if route is not _THROUGH_LOGURU:
                 # Stored here, as the patcher would store it, without loguru's record (its
                 # caller's frame, local time, process and thread) or the patcher's reading
                 # of it; printed, if a handler takes it, by a logger without the patcher.
-                assert level_no is not None
+                assert stored is not None
                 ctx.writer.add_log(
-                    _log_record(
-                        ctx.task_id, _type(level_no), self.name, message, None, datetime.now(UTC)
-                    )
+                    _log_record(ctx.task_id, stored[1], self.name, message, None, datetime.now(UTC))
                 )
                 if route is _STORED_AND_PRINTED:
                     self._printing.log(level, message)
@@ -279,10 +277,16 @@ def _formatted(msg: object, args: tuple[object, ...]) -> str:
         )
 
 
-_STORED_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
-"""The level names whose lines may be stored without loguru's record (``_route``): the
-standard ones, whose numbers loguru cannot change. Any other name (``SUCCESS``, a custom
-level) goes through loguru."""
+_STORED_LEVELS = {
+    "DEBUG": (10, "debug"),
+    "INFO": (20, "info"),
+    "WARNING": (30, "warning"),
+    "ERROR": (40, "error"),
+    "CRITICAL": (50, "critical"),
+}
+"""The level names whose lines may be stored without loguru's record (``_route``), with their
+number and stored ``type``: the standard ones, whose numbers loguru cannot change. Any other
+name (``SUCCESS``, a custom level) goes through loguru."""
 
 # The values of ``logger.contextualize()``, which a stored line must not lose (``_route``).
 # Without it (another loguru layout), every line goes through loguru.

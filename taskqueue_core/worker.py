@@ -601,16 +601,7 @@ class Worker:
             assert self._watchdog is not None
             self._watchdog.wake()
         self._running[task.id] = run
-        job = self._loop.create_task(self._execute(run), name=f"taskqueue-task-{task.id}")
-        run.job = job
-        job.add_done_callback(self._job_done)
-
-    def _job_done(self, job: asyncio.Task[None]) -> None:
-        # _execute handles every error itself; anything escaping it is a bug worth seeing.
-        if not job.cancelled() and job.exception() is not None:
-            _log.opt(exception=job.exception()).error(
-                "taskqueue worker: {} crashed", job.get_name()
-            )
+        run.job = self._loop.create_task(self._execute(run), name=f"taskqueue-task-{task.id}")
 
     async def _execute(self, run: Attempt) -> None:
         """Run one task in its own asyncio task and queue its outcome."""
@@ -655,7 +646,15 @@ class Worker:
                     current.uncancel()
                 if run.interrupt is None:
                     run.interrupt = Interrupt.SHUTDOWN
-        self._finish(run, result, error, elapsed)
+        try:
+            self._finish(run, result, error, elapsed)
+        except Exception as exc:
+            # Everything above handles its errors; one escaping here is a bug worth seeing.
+            # (Logged here rather than by a done callback, which would cost every task a
+            # scheduled call.)
+            _log.opt(exception=exc).error(
+                "taskqueue worker: task {} crashed while recording its end", task.id
+            )
 
     def _finish(
         self, run: Attempt, result: Any, error: BaseException | None, elapsed: float

@@ -88,6 +88,48 @@ async def test_a_failure_to_record_a_tasks_end_fails_that_task_and_the_worker_go
     assert await after.wait(5) == 3
 
 
+async def test_a_bug_past_the_outcome_is_logged_with_its_task_and_the_worker_goes_on(
+    queue: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Something raising once the outcome is queued (here a stand-in for a bug at the end of
+    recording it) is logged at once, naming the task; the outcome stands, and the worker
+    runs the next task."""
+    from loguru import logger as loguru_logger
+
+    import taskqueue_core.worker
+
+    real = taskqueue_core.worker.Worker._finish
+    broken_once: list[bool] = []
+
+    def broken(self: Any, *args: Any) -> None:
+        real(self, *args)
+        if not broken_once:
+            broken_once.append(True)
+            raise RuntimeError("a bug at the end of recording")
+
+    monkeypatch.setattr(taskqueue_core.worker.Worker, "_finish", broken)
+    errors: list[str] = []
+    sink = loguru_logger.add(
+        lambda m: errors.append(f"{m.record['message']} | {m.record['exception']!r}"),
+        level="ERROR",
+    )
+    try:
+        async with running_worker(queue):
+            ref = queue.add_task(tasks.add, 2, 3)
+            assert await ref.wait(10) == 5
+            after = queue.add_task(tasks.add, 1, 2)
+            assert await after.wait(10) == 3
+    finally:
+        loguru_logger.remove(sink)
+    task_id = await ref.get_task_id()
+    assert broken_once
+    assert any(
+        f"task {task_id} crashed while recording its end" in line
+        and "a bug at the end of recording" in line
+        for line in errors
+    ), errors
+
+
 async def test_a_post_run_hook_whose_exception_cannot_be_read_does_not_stop_the_task(
     queue: TaskQueue,
 ) -> None:

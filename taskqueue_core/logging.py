@@ -296,6 +296,10 @@ try:
 except ImportError:  # pragma: no cover - depends on loguru's layout
     _loguru_context = None
 
+_LOGURU_CORE: Any = getattr(_loguru, "_core", None)
+"""loguru's core, which every logger made from ``loguru.logger`` (``bind``, ``opt``) shares:
+its handlers, patcher, ``extra`` and activations (read by ``_route``)."""
+
 _handlers_seen: tuple[object, float] = ({}, float("inf"))
 """loguru's last dict of handlers and the lowest level of those not the task sink (loguru
 replaces the dict whenever a handler is added or removed, so the dict itself is the key)."""
@@ -323,7 +327,7 @@ def _route(level_no: int) -> int:
     ``_THROUGH_LOGURU``.
     """
     global _handlers_seen
-    core: Any = getattr(_loguru, "_core", None)
+    core = _LOGURU_CORE
     try:
         if (
             core.patcher is not None

@@ -200,14 +200,13 @@ class TaskLogger:
             return
         message = msg if type(msg) is str and not args else _formatted(msg, args)
         ctx = current_context()
-        if ctx is not None:
-            stored = _STORED_LEVELS.get(level)
-            route = _THROUGH_LOGURU if stored is None else _route(stored[0])
+        stored = _STORED_LEVELS.get(level)
+        if ctx is not None and stored is not None:
+            route = _route(stored[0])
             if route is not _THROUGH_LOGURU:
                 # Stored here, as the patcher would store it, without loguru's record (its
                 # caller's frame, local time, process and thread) or the patcher's reading
                 # of it; printed, if a handler takes it, by a logger without the patcher.
-                assert stored is not None
                 ctx.writer.add_log(
                     _log_record(ctx.task_id, stored[1], self.name, message, None, datetime.now(UTC))
                 )

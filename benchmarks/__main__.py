@@ -47,12 +47,32 @@ _created: set[str] = set()
 """Databases this run created and has not dropped yet."""
 
 
-async def fresh_database(system: str) -> tuple[str, str]:
+TREE = Path(__file__).parent.parent
+"""The source tree whose code the measured steps run (``sidebyside`` passes another)."""
+
+_PREPARE = (
+    "import asyncio, sys\n"
+    "from benchmarks.systems import SYSTEMS\n"
+    "asyncio.run(SYSTEMS[sys.argv[1]]().prepare(sys.argv[2]))\n"
+)
+"""Prepares a database with another tree's code (its schema may differ from this one's)."""
+
+
+async def fresh_database(system: str, tree: Path = TREE) -> tuple[str, str]:
     name = f"tq_bench_{uuid.uuid4().hex[:10]}"
     _created.add(name)
     await admin(f'CREATE DATABASE "{name}"')
     dsn = dsn_for(name)
-    await SYSTEMS[system]().prepare(dsn)
+    if tree == TREE:
+        await SYSTEMS[system]().prepare(dsn)
+    else:
+        await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", _PREPARE, system, dsn],
+            cwd=tree,
+            check=True,
+            capture_output=True,
+        )
     return name, dsn
 
 
@@ -82,7 +102,7 @@ class Step:
     terminal runs the benchmark. The file's end is shown when the step fails.
     """
 
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], tree: Path = TREE) -> None:
         self.what = f"{spec['system']}/{spec['role']}"
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
@@ -91,7 +111,8 @@ class Step:
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
-            cwd=Path(__file__).parent.parent,
+            # The tree's own ``benchmarks`` and ``taskqueue_core`` come first on sys.path.
+            cwd=tree,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().strip()
@@ -126,8 +147,9 @@ class Step:
             self.stderr.close()
 
 
-def run_step(spec: dict[str, Any]) -> dict[str, Any]:
-    step = Step(spec)
+def run_step(spec: dict[str, Any], tree: Path = TREE) -> dict[str, Any]:
+    """Run one step with the code of ``tree`` and return its result."""
+    step = Step(spec, tree)
     step.go()
     return step.result()
 
@@ -209,14 +231,16 @@ def check_exactly_once(system: str, workload: str, res: dict[str, Any], count: i
         )
 
 
-async def measure(system: str, workload: str, n: int) -> dict[str, Any]:
-    """One measurement of one workload for one system, on a fresh database."""
-    name, dsn = await fresh_database(system)
+async def measure(system: str, workload: str, n: int, tree: Path = TREE) -> dict[str, Any]:
+    """One measurement of one workload for one system, on a fresh database, with the code of
+    ``tree`` (a checkout of this repository)."""
+    name, dsn = await fresh_database(system, tree)
+
     base = {"system": system, "dsn": dsn, "start": 0}
     try:
         if workload.startswith("A"):
             role = {"A1": "enqueue_one", "A2": "enqueue_bulk", "A3": "enqueue_burst"}[workload]
-            res = await asyncio.to_thread(run_step, {**base, "role": role, "count": n})
+            res = await asyncio.to_thread(run_step, {**base, "role": role, "count": n}, tree)
             return {"rate": n / res["elapsed"], **res}
         if workload in {"B", "D", "D2", "F"}:
             variant = {"B": "plain", "D": "context", "D2": "context", "F": "plain"}[workload]
@@ -225,16 +249,20 @@ async def measure(system: str, workload: str, n: int) -> dict[str, Any]:
                 n = 100_000
             if system == "taskqueue":
                 await asyncio.to_thread(
-                    run_step, {**base, "role": "enqueue_variant", "count": n, "variant": variant}
+                    run_step,
+                    {**base, "role": "enqueue_variant", "count": n, "variant": variant},
+                    tree,
                 )
             else:
-                await asyncio.to_thread(run_step, {**base, "role": "enqueue_bulk", "count": n})
+                await asyncio.to_thread(
+                    run_step, {**base, "role": "enqueue_bulk", "count": n}, tree
+                )
             before = await db_stats(dsn)
             async with ServerCpu(dsn) as server:
                 drain = {**base, "role": "drain", "count": n, "concurrency": 10}
                 if workload == "D2":
                     drain["variant"] = "quiet"
-                res = await asyncio.to_thread(run_step, drain)
+                res = await asyncio.to_thread(run_step, drain, tree)
             after = await db_stats(dsn)
             check_exactly_once(system, workload, res, n)
             delta = {k: after[k] - before[k] for k in before}
@@ -256,11 +284,12 @@ async def measure(system: str, workload: str, n: int) -> dict[str, Any]:
             worker = await asyncio.to_thread(
                 Step,
                 {**base, "role": "drain", "count": count, "concurrency": 10, "variant": "latency"},
+                tree,
             )
             worker.go()
             await asyncio.sleep(1.0)  # let the idle worker settle into waiting for work
             await asyncio.to_thread(
-                run_step, {**base, "role": "produce_paced", "count": count, "rate": 50}
+                run_step, {**base, "role": "produce_paced", "count": count, "rate": 50}, tree
             )
             res = await asyncio.to_thread(worker.result)
             check_exactly_once(system, workload, res, count)
@@ -275,10 +304,12 @@ async def measure(system: str, workload: str, n: int) -> dict[str, Any]:
             count = 1000 if workload == "E1" else 10_001
             variant = "chain" if workload == "E1" else "fanout"
             await asyncio.to_thread(
-                run_step, {**base, "role": "enqueue_variant", "count": count, "variant": variant}
+                run_step,
+                {**base, "role": "enqueue_variant", "count": count, "variant": variant},
+                tree,
             )
             res = await asyncio.to_thread(
-                run_step, {**base, "role": "drain", "count": count, "concurrency": 10}
+                run_step, {**base, "role": "drain", "count": count, "concurrency": 10}, tree
             )
             check_exactly_once(system, workload, res, count)
             res.pop("latencies", None)

@@ -140,7 +140,8 @@ async def test_reaper_rescues_the_tasks_of_a_silent_server(repository: TaskRepos
 
 async def test_one_of_two_servers_reaps(repository: TaskRepository) -> None:
     ids = await new_tasks(repository, 4)
-    await repository.claim_tasks("ghost", 4)  # a server with no row at all
+    claimed = await repository.claim_tasks("ghost", 4)  # a server with no row at all
+    assert sorted(t.id for t in claimed) == sorted(ids)
     first = Server(repository, make_config(), name="first")
     second = Server(repository, make_config(), name="second")
     await first.start()

@@ -18,7 +18,7 @@ from taskqueue_core.arguments import plain_scalar
 from taskqueue_core.context import TaskContext
 from taskqueue_core.exceptions import ArgumentNotSerializable
 from taskqueue_core.limits import json_text
-from taskqueue_core.models import Outcome, Task, TaskState, slot_twin
+from taskqueue_core.models import Outcome, Task, TaskState, slot_builder
 
 __all__ = [
     "Attempt",
@@ -105,19 +105,7 @@ def failed(
     )
 
 
-_OUTCOME_FIELDS = (
-    "task_id",
-    "state",
-    "result",
-    "error_name",
-    "error_message",
-    "error_info",
-    "retry_at",
-    "count_attempt",
-    "execution_time",
-    "context",
-)
-_OUTCOME_TWIN = slot_twin(Outcome, _OUTCOME_FIELDS)
+_build_outcome = slot_builder(Outcome)
 
 
 def done_outcome(
@@ -125,26 +113,10 @@ def done_outcome(
 ) -> Outcome:
     """``Outcome(task_id, DONE, result=result, execution_time=elapsed, context=context)``:
     the outcome of nearly every task, so it is built through ``Outcome``'s twin
-    (``models.slot_twin``) when it can be."""
-    twin = _OUTCOME_TWIN
-    if twin is None:
-        return Outcome(
-            task_id, TaskState.DONE, result=result, execution_time=elapsed, context=context
-        )
-    outcome: Any = object.__new__(twin)
-    outcome.task_id = task_id
-    outcome.state = TaskState.DONE
-    outcome.result = result
-    outcome.error_name = None
-    outcome.error_message = None
-    outcome.error_info = None
-    outcome.retry_at = None
-    outcome.count_attempt = True
-    outcome.execution_time = elapsed
-    outcome.context = context
-    outcome.__class__ = Outcome
-    built: Outcome = outcome
-    return built
+    (``models.slot_builder``)."""
+    return _build_outcome(
+        task_id, TaskState.DONE, result, None, None, None, None, True, elapsed, context
+    )
 
 
 def trace(error: BaseException) -> str:

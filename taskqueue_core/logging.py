@@ -42,7 +42,7 @@ from loguru import logger as _loguru
 from taskqueue_core.attempt import error_text
 from taskqueue_core.context import current_context
 from taskqueue_core.limits import storable_json
-from taskqueue_core.models import NewLogRecord, slot_twin
+from taskqueue_core.models import NewLogRecord, slot_builder
 
 __all__ = [
     "INTERNAL_KEY",
@@ -461,34 +461,10 @@ _DEBUG = 10
 """The lowest level stored in a task's log."""
 
 
-_LOG_RECORD_FIELDS = ("task_id", "type", "name", "message", "info", "date_created")
-_LOG_RECORD_TWIN = slot_twin(NewLogRecord, _LOG_RECORD_FIELDS)
-
-
-def _log_record(
-    task_id: int,
-    type_: str,
-    name: str,
-    message: str,
-    info: dict[str, Any] | None,
-    date_created: datetime,
-) -> NewLogRecord:
-    """``NewLogRecord(task_id, type_, name, message, info, date_created)``, built through its
-    twin (``models.slot_twin``) when it can be: a frozen dataclass's ``__init__`` sets each
-    field through ``object.__setattr__``, which takes four times as long, on every line."""
-    twin = _LOG_RECORD_TWIN
-    if twin is None:
-        return NewLogRecord(task_id, type_, name, message, info, date_created)
-    record: Any = object.__new__(twin)
-    record.task_id = task_id
-    record.type = type_
-    record.name = name
-    record.message = message
-    record.info = info
-    record.date_created = date_created
-    record.__class__ = NewLogRecord
-    built: NewLogRecord = record
-    return built
+_log_record = slot_builder(NewLogRecord)
+"""``NewLogRecord(task_id, type, name, message, info, date_created)``, built through its twin
+(``models.slot_builder``): a frozen dataclass's ``__init__`` takes four times as long, on
+every line."""
 
 
 def _type(level_no: int) -> str:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "FINISHED_STATES",
@@ -277,33 +280,58 @@ class Event:
 
 # A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``, which
 # costs most of building one: about 2 us for a ``NewTask``, 4 us for a ``Task``, and the hot
-# paths build one per task. Its twin (``slot_twin``) is a plain class with the same slots:
-# setting a field on it is an ordinary attribute store (the interpreter specialises those
-# for slots), and one ``__class__`` assignment then makes the object the dataclass's. That
-# takes about a quarter of the ``__init__``'s time, and half the time of calling each slot
-# descriptor's ``__set__``.
-def slot_twin(cls: type, fields: tuple[str, ...]) -> type | None:
-    """A plain class with the very slots of ``cls``, whose instances become ``cls``
-    instances by assigning their ``__class__``: build one with ``object.__new__(twin)``, set
-    every one of ``fields``, then set ``__class__`` to ``cls``.
+# paths build one per task (a checked call, a claimed row, its outcome, a stored log line).
+# Its twin is a plain class with the same slots: setting a field on it is an ordinary
+# attribute store (the interpreter specialises those for slots), and one ``__class__``
+# assignment then makes the object the dataclass's. That takes about a quarter of the
+# ``__init__``'s time, and half the time of calling each slot descriptor's ``__set__``.
+_BUILDER_NAMES = frozenset({"_tq_new", "_tq_twin", "_tq_cls", "_tq_obj"})
 
-    None unless ``cls`` is exactly what that needs (then build it the usual way): a slots
-    dataclass with these fields in this order, no ``__post_init__`` (it would be skipped),
-    the default ``__new__``, and a layout Python lets an object change to.
+
+def slot_builder(cls: type[T]) -> Callable[..., T]:
+    """A function that takes every field of the frozen slots dataclass ``cls`` positionally,
+    in declaration order, and returns the instance ``cls(*values)`` would: equal, hashed,
+    printed and frozen alike.
+
+    It builds an instance of ``cls``'s twin, sets each field, then assigns ``cls`` as its
+    ``__class__`` (generated code, as ``dataclasses`` generates ``__init__``). When ``cls`` is
+    not exactly what that needs (slots in field order, every field an ``__init__`` argument,
+    no ``__post_init__``, which would be skipped, the default ``__new__``, a layout Python lets
+    an object change to), the function calls ``cls`` by field name instead.
     """
-    names = tuple(f.name for f in dataclasses.fields(cls))
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    names = tuple(f.name for f in fields)
     new: object = cls.__new__
+    twin: type | None = None
     if (
-        names != fields
-        or tuple(getattr(cls, "__slots__", ())) != fields
-        or hasattr(cls, "__post_init__")
-        or new is not object.__new__
+        tuple(getattr(cls, "__slots__", ())) == names
+        and all(f.init for f in fields)
+        and not hasattr(cls, "__post_init__")
+        and new is object.__new__
+        and not _BUILDER_NAMES & set(names)
     ):
-        return None
-    twin = type(f"{cls.__name__}Twin", (), {"__slots__": fields, "__module__": __name__})
-    probe: Any = object.__new__(twin)
-    try:
-        probe.__class__ = cls
-    except TypeError:  # "object layout differs"
-        return None
-    return twin
+        twin = type(f"{cls.__name__}Twin", (), {"__slots__": names, "__module__": __name__})
+        probe: Any = object.__new__(twin)
+        try:
+            probe.__class__ = cls
+        except TypeError:  # "object layout differs"
+            twin = None
+    if twin is None:
+
+        def by_name(*values: Any) -> T:
+            return cls(**dict(zip(names, values, strict=True)))
+
+        return by_name
+    stores = "".join(f"    _tq_obj.{name} = {name}\n" for name in names)
+    source = (
+        f"def build({', '.join(names)}):\n"
+        "    _tq_obj = _tq_new(_tq_twin)\n"
+        f"{stores}"
+        "    _tq_obj.__class__ = _tq_cls\n"
+        "    return _tq_obj\n"
+    )
+    namespace: dict[str, Any] = {"_tq_new": object.__new__, "_tq_twin": twin, "_tq_cls": cls}
+    exec(source, namespace)  # the names are the class's own field identifiers
+    built: Callable[..., T] = namespace["build"]
+    built.__qualname__ = f"build_{cls.__name__}"
+    return built

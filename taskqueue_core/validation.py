@@ -38,7 +38,7 @@ from taskqueue_core.limits import (
     PRIORITY_MAX,
     PRIORITY_MIN,
 )
-from taskqueue_core.models import FunctionRef, NewTask, slot_twin
+from taskqueue_core.models import FunctionRef, NewTask, slot_builder
 from taskqueue_core.ref import TaskRef
 
 __all__ = ["Validator", "check_channel", "check_task_id", "check_task_ids"]
@@ -424,68 +424,9 @@ def check_channel(channel: Any, label: str | None = None) -> str:
     return channel
 
 
-# ``_new_task`` builds a ``NewTask`` through its twin (``models.slot_twin``): the largest
-# single cost of a creation was its ``__init__``. Only while ``NewTask`` is exactly what this
-# expects; else it calls the class.
-_NEW_TASK_FIELDS = (
-    "name",
-    "function",
-    "args",
-    "kwargs",
-    "context",
-    "parent_ids",
-    "batch_parents",
-    "channel",
-    "priority",
-    "max_retries",
-    "timeout",
-    "date_scheduled",
-)
-_NEW_TASK_TWIN = slot_twin(NewTask, _NEW_TASK_FIELDS)
-
-
-def _new_task(
-    name: str,
-    function: FunctionRef,
-    args: list[Any],
-    kwargs: dict[str, Any],
-    channel: str,
-    priority: int,
-    max_retries: int,
-    timeout: float | None,
-    date_scheduled: datetime | None,
-) -> NewTask:
-    """``NewTask(...)`` with these fields, an empty context and no parents."""
-    twin = _NEW_TASK_TWIN
-    if twin is None:
-        return NewTask(
-            name=name,
-            function=function,
-            args=args,
-            kwargs=kwargs,
-            context={},
-            channel=channel,
-            priority=priority,
-            max_retries=max_retries,
-            timeout=timeout,
-            date_scheduled=date_scheduled,
-        )
-    task: Any = object.__new__(twin)
-    task.name = name
-    task.function = function
-    task.args = args
-    task.kwargs = kwargs
-    task.context = {}
-    task.parent_ids = ()
-    task.batch_parents = ()
-    task.channel = channel
-    task.priority = priority
-    task.max_retries = max_retries
-    task.timeout = timeout
-    task.date_scheduled = date_scheduled
-    task.__class__ = NewTask
-    built: NewTask = task
-    return built
+_build_new_task = slot_builder(NewTask)
+"""Builds a ``NewTask`` from all its fields, through its twin (``models.slot_builder``): the
+largest single cost of a creation was its ``__init__``."""
 
 
 def _built(
@@ -505,11 +446,15 @@ def _built(
     if not info.accepts(len(args), kwargs):
         info.bind(label, args, kwargs)
     channel, max_retries, timeout, scheduled = checked
-    task = _new_task(
+    # Every field of NewTask, in order: an empty context and no parents.
+    task: NewTask = _build_new_task(
         info.name if name is None else name,
         ref,
         args,
         kwargs,
+        {},
+        (),
+        (),
         channel,
         priority,
         max_retries,

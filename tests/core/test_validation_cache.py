@@ -182,9 +182,9 @@ def test_the_task_validation_builds_equals_the_dataclass_built_the_usual_way() -
     from taskqueue_core import validation
     from taskqueue_core.models import NewTask
 
-    assert validation._NEW_TASK_TWIN is not None  # the quick way applies to NewTask as it is
+    assert validation._build_new_task.__qualname__ == "build_NewTask"  # the twin applies
     ref = FunctionCodec("k").dump(tasks.add)
-    built = validation._new_task("n", ref, [1], {"k": 2}, "c", 3, 4, 5.0, None)
+    built = validation._build_new_task("n", ref, [1], {"k": 2}, {}, (), (), "c", 3, 4, 5.0, None)
     assert built == NewTask(
         name="n",
         function=ref,
@@ -265,13 +265,15 @@ async def test_enqueue_many_serializes_a_function_whose_path_now_leads_elsewhere
     assert all(t.function.serialized_function for t in after)
 
 
-def test_a_slot_twin_builds_the_dataclass_and_refuses_a_class_of_another_shape() -> None:
-    from taskqueue_core.models import slot_twin
+def test_a_slot_builder_builds_the_dataclass_or_calls_a_class_of_another_shape() -> None:
+    from taskqueue_core.models import slot_builder
 
     @dataclasses.dataclass(frozen=True, slots=True)
     class Plain:
         a: int
         b: list[int]
+
+    checked: list[int] = []
 
     @dataclasses.dataclass(frozen=True, slots=True)
     class Checked:
@@ -279,22 +281,29 @@ def test_a_slot_twin_builds_the_dataclass_and_refuses_a_class_of_another_shape()
         b: int
 
         def __post_init__(self) -> None:
-            pass
+            checked.append(self.a)
 
     @dataclasses.dataclass(frozen=True, slots=True, weakref_slot=True)
     class Weak:
         a: int
 
-    twin = slot_twin(Plain, ("a", "b"))
-    assert twin is not None
-    built: Any = object.__new__(twin)
-    built.a = 1
-    built.b = [2]
-    built.__class__ = Plain
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Clashing:
+        _tq_obj: int
+
+    build = slot_builder(Plain)
+    assert build.__qualname__ == "build_Plain"
+    built = build(1, [2])
     assert type(built) is Plain
     assert built == Plain(1, [2]) and repr(built) == repr(Plain(1, [2]))
+    assert hash(slot_builder(Checked)(1, 2)) == hash(Checked(1, 2))
     with pytest.raises(dataclasses.FrozenInstanceError):
-        built.a = 3
-    assert slot_twin(Plain, ("b", "a")) is None  # another order
-    assert slot_twin(Checked, ("a", "b")) is None  # __post_init__ would be skipped
-    assert slot_twin(Weak, ("a",)) is None  # another layout: its __weakref__ slot
+        built.a = 3  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        build(1)  # every field, positionally
+    # Classes the twin cannot stand for are called, by field name.
+    assert slot_builder(Checked)(5, 6) == Checked(5, 6) and checked.count(5) == 2
+    assert slot_builder(Weak)(1) == Weak(1)  # another layout: its __weakref__ slot
+    assert slot_builder(Clashing)(4) == Clashing(4)  # a field named like the builder's own
+    for cls in (Checked, Weak, Clashing):
+        assert "build_" not in slot_builder(cls).__qualname__

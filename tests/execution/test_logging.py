@@ -418,10 +418,11 @@ def test_a_full_buffer_drops_and_reports_instead_of_blocking() -> None:
 
 
 def test_a_stored_line_is_a_plain_new_log_record() -> None:
-    """Lines are built through ``NewLogRecord``'s slots; the result is the same value as
-    its constructor's, equal, hashable and frozen, with the generic path as the fallback."""
+    """Lines are built through ``NewLogRecord``'s twin; the result is the same value as its
+    constructor's, equal, hashable and frozen."""
     from datetime import UTC, datetime
 
+    assert task_logging._log_record.__qualname__ == "build_NewLogRecord"  # the twin applies
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     values = (7, "info", "app.step", "hello", {"k": 1}, when)
     built = task_logging._log_record(*values)
@@ -433,19 +434,6 @@ def test_a_stored_line_is_a_plain_new_log_record() -> None:
     )
     with pytest.raises(AttributeError):
         built.message = "changed"  # type: ignore[misc]
-    assert task_logging._LOG_RECORD_TWIN is not None
-
-
-def test_a_stored_line_is_built_without_slots_when_they_cannot_be_used(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from datetime import UTC, datetime
-
-    monkeypatch.setattr(task_logging, "_LOG_RECORD_TWIN", None)
-    when = datetime(2026, 1, 2, tzinfo=UTC)
-    assert task_logging._log_record(1, "error", "n", "m", None, when) == NewLogRecord(
-        1, "error", "n", "m", None, when
-    )
 
 
 def test_extra_values_that_hold_themselves_or_are_shared_are_described_in_bounded_time() -> None:

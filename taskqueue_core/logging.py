@@ -146,12 +146,13 @@ class TaskLogger:
         self.name = name
         # The patcher stores the line in the task's log as soon as loguru has built its
         # record, before any handler runs; the task sink's filter then lets it pass by.
-        self._logger = _loguru.bind(**{LOGGER_KEY: name}).patch(_store_task_record)
+        named = _loguru.bind(**{LOGGER_KEY: name})
+        self._logger = named.patch(_store_task_record)
         # The loggers of the common call (no option: the caller's own frame), built once, as
         # ``opt()`` makes a new logger object on every call: with the storing patcher, and
         # without it, for a line already stored (``_route``).
         self._direct = self._logger.opt(depth=2)
-        self._printing = _loguru.bind(**{LOGGER_KEY: name}).opt(depth=2)
+        self._printing = named.opt(depth=2)
 
     def __repr__(self) -> str:
         return f"<TaskLogger {self.name!r}>"
@@ -277,11 +278,8 @@ def _formatted(msg: object, args: tuple[object, ...]) -> str:
 
 
 _STORED_LEVELS = {
-    "DEBUG": (10, "debug"),
-    "INFO": (20, "info"),
-    "WARNING": (30, "warning"),
-    "ERROR": (40, "error"),
-    "CRITICAL": (50, "critical"),
+    name: (no, name.lower())
+    for name, no in (("DEBUG", 10), ("INFO", 20), ("WARNING", 30), ("ERROR", 40), ("CRITICAL", 50))
 }
 """The level names whose lines may be stored without loguru's record (``_route``), with their
 number and stored ``type``: the standard ones, whose numbers loguru cannot change. Any other
